@@ -1,0 +1,1 @@
+"""Matting engines, one module each, declared by name in ``manifest.yaml``."""
