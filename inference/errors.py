@@ -55,3 +55,11 @@ class CacheError(MattekitError):
 
 class EngineError(MattekitError):
     """An unknown engine, or an engine that cannot run (e.g. its model file is missing)."""
+
+
+class RenderCancelled(MattekitError):
+    """The user or a client cancelled a render; frames already finished are kept."""
+
+
+class InputWarning(UserWarning):
+    """A soft input problem that was repaired (e.g. NaN pixels replaced); names file and frame."""

@@ -1,0 +1,192 @@
+"""mattekit: machine-learning matting for compositing, from the command line and on the farm.
+
+    mattekit render video-matte --plate plate.####.exr --frames 1001-1020 --out matte.####.exr
+    mattekit demo
+    mattekit models
+    mattekit cache ls | gc | clear
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from mattekit.inference import __version__
+from mattekit.inference.errors import MattekitError
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    """`name=value` with value read as YAML (numbers, booleans, strings)."""
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--param '{text}': expected name=value")
+    name, value = text.split("=", 1)
+    return name.strip(), yaml.safe_load(value)
+
+
+def _gigabytes(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of gigabytes") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a cache size cannot be negative")
+    return int(value * 1024**3)
+
+
+def _parsed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    from mattekit.inference.engines.registry import load_manifest
+
+    nodes = sorted(load_manifest().default_engines)
+    parser = argparse.ArgumentParser(prog="mattekit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"mattekit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    render = commands.add_parser("render", help="render a matte node over a plate sequence")
+    render.add_argument("node", choices=nodes, help="which node to render")
+    render.add_argument("--plate", required=True,
+                        help="plate file or sequence (####, %%04d, $F4, @ patterns)")
+    render.add_argument("--frames", help="frame range: 1001-1100, 1001-1100x2, 1,5,9-12 "
+                                         "(default: every frame on disk)")
+    render.add_argument("--out", help="output EXR file or sequence (default: results stay in "
+                                      "the cache and their paths are printed)")
+    render.add_argument("--colorspace", help="plate colour space: a name, alias or role of the "
+                                             "OCIO config (default: scene_linear for EXR, sRGB "
+                                             "for 8/16-bit images)")
+    render.add_argument("--ocio", dest="ocio_config", help="OCIO config path or URI "
+                                                           "(default: $OCIO, else mattekit's "
+                                                           "pinned built-in config)")
+    render.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    render.add_argument("--engine", help="engine name (default: the node's default engine)")
+    render.add_argument("--param", action="append", type=_parse_param, default=[],
+                        metavar="NAME=VALUE", help="engine parameter (repeatable)")
+    render.add_argument("--compression", default="zip",
+                        choices=["none", "rle", "zips", "zip", "piz", "pxr24", "dwaa", "dwab"])
+    render.add_argument("--pixel-type", default="half", choices=["half", "float"])
+    render.add_argument("--cache-dir", type=Path, help="cache folder (default: $MATTEKIT_CACHE "
+                                                       "or the user cache folder)")
+    render.add_argument("--no-cache", action="store_true",
+                        help="compute every frame and write straight to --out")
+    render.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    demo = commands.add_parser("demo", help="render the bundled demo clip and a contact sheet")
+    demo.add_argument("--out", type=Path, default=Path("mattekit-demo"),
+                      help="folder for the demo's files (default: ./mattekit-demo)")
+    demo.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+
+    commands.add_parser("models", help="list engines and model files with licence and checksum")
+
+    cache = commands.add_parser("cache", help="inspect or trim the result cache")
+    cache.add_argument("action", choices=["ls", "gc", "clear"])
+    cache.add_argument("--cache-dir", type=Path)
+    cache.add_argument("--max-gb", type=_gigabytes,
+                       help="with gc: evict least-recently-used entries down to this size "
+                            "(default: $MATTEKIT_CACHE_MAX_GB, else 100)")
+    return parser.parse_args(argv)
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int,
+                  file: Any = None, line: Optional[str] = None) -> None:
+    print(f"mattekit: warning: {message}", file=sys.stderr)
+
+
+def _render(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mattekit.inference.render import RenderJob, frame_count, render
+
+    if args.out is None and args.no_cache:
+        raise MattekitError("--no-cache needs --out: without the cache there is nowhere to "
+                            "keep the results")
+    job = RenderJob(node=args.node, plate=args.plate, out=args.out, frames=args.frames,
+                    engine=args.engine, colorspace=args.colorspace,
+                    ocio_config=args.ocio_config, device=args.device, params=dict(args.param),
+                    compression=args.compression, pixel_type=args.pixel_type,
+                    cache_root=args.cache_dir, use_cache=not args.no_cache)
+    with tqdm(total=frame_count(job), unit="frame", disable=args.quiet or None,
+              desc=args.node, file=sys.stderr) as bar:
+        report = render(job, on_frame=lambda _: bar.update(1))
+    hits = len(report.cached)
+    print(f"{args.node}: {len(report.frames)} frames ({len(report.frames) - hits} computed, "
+          f"{hits} from cache), engine {report.engine}, colour space '{report.colorspace}'"
+          + (f", {report.scene_cuts} scene cut(s)" if report.scene_cuts else ""))
+    if args.out:
+        print(f"wrote {args.out}")
+    else:
+        for result in report.frames:
+            print(f"{result.frame}\t{result.path}")
+    return 0
+
+
+def _models() -> int:
+    from mattekit.inference.engines.registry import load_manifest, model_path
+
+    manifest = load_manifest()
+    for name, engine in sorted(manifest.engines.items()):
+        print(f"engine {name}  (node {engine.node}; input space '{engine.input_space}')")
+        if engine.model is None:
+            print("  model: none (classical)")
+            continue
+        model = manifest.models[engine.model]
+        try:
+            where = str(model_path(model))
+        except MattekitError as exc:
+            where = f"NOT INSTALLED: {exc}"
+        print(f"  model {model.model_id}: {model.description}")
+        print(f"    licence {model.licence}; sha256 {model.sha256}")
+        print(f"    file {where}")
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from mattekit.inference.cache import FrameCache
+
+    cache = FrameCache(args.cache_dir or FrameCache.default_root(),
+                       max_bytes=FrameCache.default_max_bytes())
+    if args.action == "ls":
+        entries = sorted(cache.entries(), key=lambda e: e.last_used)
+        for entry in entries:
+            meta = entry.metadata
+            print(f"{entry.key[:16]}  {entry.size / 1e6:9.1f} MB  {meta.get('node', '?')}"
+                  f"  {meta.get('engine', '?')}  frame {meta.get('frame', '?')}")
+        print(f"{len(entries)} entries, {cache.total_bytes() / 1e6:.1f} MB in {cache.root}")
+    elif args.action == "gc":
+        evicted = cache.gc(args.max_gb)
+        print(f"evicted {len(evicted)} entries; {cache.total_bytes() / 1e6:.1f} MB left")
+    else:
+        print(f"removed {cache.clear()} entries from {cache.root}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the `mattekit` command; errors are one line on stderr and exit 1."""
+    args = _parsed_args(argv)
+    warnings.showwarning = _show_warning
+    try:
+        if args.command == "render":
+            return _render(args)
+        if args.command == "demo":
+            from mattekit.inference.demo import run_demo
+
+            run_demo(args.out, device=args.device)
+            return 0
+        if args.command == "models":
+            return _models()
+        return _cache(args)
+    except MattekitError as exc:
+        print(f"mattekit: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("mattekit: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The engine manifest: which engines exist, which node they serve, and which model file they need.
+
+Engines are imported lazily by name (OpenTimelineIO-style manifest), so listing models or
+rendering with one engine never imports another's dependencies.
+
+>>> spec = engine_spec("rvm")
+>>> spec.node, spec.temporal
+('video-matte', True)
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+from mattekit.inference.errors import EngineError
+
+MANIFEST_PATH = Path(__file__).with_name("manifest.yaml")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model file that an engine needs: where it is installed, its checksum and licence."""
+
+    model_id: str
+    description: str
+    package: str
+    file: str
+    sha256: str
+    licence: str
+    source: str
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine as the manifest declares it."""
+
+    name: str
+    node: str
+    description: str
+    module: str
+    factory: str
+    model: Optional[str]
+    input_space: str
+    temporal: bool
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    models: Mapping[str, ModelSpec]
+    engines: Mapping[str, EngineSpec]
+    default_engines: Mapping[str, str]
+
+
+def load_manifest(path: Path = MANIFEST_PATH) -> Manifest:
+    """Parse the YAML manifest into specs; a malformed manifest is an EngineError naming the file."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+        models = {
+            mid: ModelSpec(model_id=mid, **{k: str(v) for k, v in m.items()})
+            for mid, m in raw.get("models", {}).items()
+        }
+        engines = {
+            name: EngineSpec(name=name, **e) for name, e in raw.get("engines", {}).items()
+        }
+        defaults = {node: n["default_engine"] for node, n in raw.get("nodes", {}).items()}
+    except (OSError, yaml.YAMLError, TypeError, KeyError, AttributeError) as exc:
+        raise EngineError(f"{path}: engine manifest is unreadable: {exc}") from exc
+    for name, engine in engines.items():
+        if engine.model is not None and engine.model not in models:
+            raise EngineError(f"{path}: engine '{name}' needs unknown model '{engine.model}'")
+    return Manifest(models=models, engines=engines, default_engines=defaults)
+
+
+def engine_spec(name: str, manifest: Optional[Manifest] = None) -> EngineSpec:
+    """The spec of an engine by name; an unknown name lists the valid ones."""
+    manifest = manifest or load_manifest()
+    try:
+        return manifest.engines[name]
+    except KeyError:
+        valid = ", ".join(sorted(manifest.engines))
+        raise EngineError(f"unknown engine '{name}'; known engines: {valid}") from None
+
+
+def default_engine(node: str, manifest: Optional[Manifest] = None) -> EngineSpec:
+    """The engine a node uses when none is named; an unknown node lists the valid ones."""
+    manifest = manifest or load_manifest()
+    try:
+        return engine_spec(manifest.default_engines[node], manifest)
+    except KeyError:
+        valid = ", ".join(sorted(manifest.default_engines))
+        raise EngineError(f"unknown node '{node}'; known nodes: {valid}") from None
+
+
+def model_path(model: ModelSpec) -> Path:
+    """Where the model file is installed; EngineError saying how to install it when it is not."""
+    spec = importlib.util.find_spec(model.package)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        candidate = Path(folder) / model.file
+        if candidate.is_file():
+            return candidate
+    raise EngineError(
+        f"model '{model.model_id}' ({model.file}) is not installed: it comes from "
+        f"{model.source}; run `python3 install.py` to install it"
+    )
+
+
+_verified: dict[Path, str] = {}
+_verified_lock = threading.Lock()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verified_model_path(model: ModelSpec) -> Path:
+    """The model file, after checking its sha256 against the manifest (once per process)."""
+    path = model_path(model)
+    with _verified_lock:
+        if _verified.get(path) == model.sha256:
+            return path
+        actual = file_sha256(path)
+        if actual != model.sha256:
+            raise EngineError(
+                f"{path}: checksum mismatch for model '{model.model_id}' (expected "
+                f"{model.sha256[:12]}..., found {actual[:12]}...); reinstall with "
+                "`python3 install.py --force`"
+            )
+        _verified[path] = actual
+    return path
+
+
+def create_engine(name: str, device: str = "auto", params: Optional[Mapping[str, Any]] = None,
+                  manifest: Optional[Manifest] = None) -> Any:
+    """Import the engine's module and build it with its verified model file and params."""
+    manifest = manifest or load_manifest()
+    spec = engine_spec(name, manifest)
+    merged = {**spec.defaults, **(params or {})}
+    unknown = sorted(set(merged) - set(spec.defaults))
+    if unknown:
+        raise EngineError(
+            f"engine '{name}' has no parameter {', '.join(unknown)}; "
+            f"valid: {', '.join(sorted(spec.defaults)) or 'none'}"
+        )
+    model = manifest.models[spec.model] if spec.model else None
+    path = verified_model_path(model) if model else None
+    module = importlib.import_module(spec.module)
+    factory = getattr(module, spec.factory)
+    return factory(spec=spec, model=model, model_file=path, device=device, params=merged)

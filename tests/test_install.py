@@ -1,0 +1,51 @@
+"""install.py: the ~/.nuke/init.py block is added once and removed exactly."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def installer(monkeypatch, tmp_path):
+    spec = importlib.util.spec_from_file_location("mattekit_install", ROOT / "install.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))
+    return module
+
+
+def test_when_registering_twice_then_init_py_holds_one_block_and_keeps_user_lines(
+        installer, tmp_path):
+    init = tmp_path / ".nuke" / "init.py"
+    init.parent.mkdir()
+    init.write_text("import nuke\nnuke.pluginAddPath('/studio/tools')\n")
+    python = Path("/opt/venv/bin/python")
+    installer.register_with_nuke(python)
+    installer.register_with_nuke(python)
+    text = init.read_text()
+    assert text.count(installer.BLOCK_BEGIN) == 1
+    assert text.startswith("import nuke\nnuke.pluginAddPath('/studio/tools')\n")
+    assert str(ROOT / "plugin") in text and str(python) in text
+    compile(text, str(init), "exec")
+
+
+def test_when_uninstalling_then_exactly_the_block_is_removed(installer, tmp_path):
+    init = tmp_path / ".nuke" / "init.py"
+    init.parent.mkdir()
+    user = "import nuke\n# my own settings\nnuke.knobDefault('Write.exr.compression', '2')\n"
+    init.write_text(user)
+    installer.register_with_nuke(Path("/opt/venv/bin/python"))
+    with init.open("a") as stream:
+        stream.write("print('added after mattekit')\n")
+    installer.unregister_from_nuke()
+    assert init.read_text() == user + "print('added after mattekit')\n"
+
+
+def test_when_the_install_is_unchanged_then_the_fingerprint_is_stable(installer):
+    assert installer.install_fingerprint("cpu") == installer.install_fingerprint("cpu")
+    assert installer.install_fingerprint("cpu") != installer.install_fingerprint("gpu")
