@@ -12,12 +12,22 @@ from typing import Callable
 
 import numpy as np
 
-SOFT_EPSILON = 1e-4
+# below 1e-3 the engine's correction changes alpha * F by less than half-float precision
+SOFT_EPSILON = 1e-3
 
 
 def soft_band(alpha: np.ndarray, epsilon: float = SOFT_EPSILON) -> np.ndarray:
     """Pixels whose alpha is fractional: epsilon < alpha < 1 - epsilon."""
     return (alpha > epsilon) & (alpha < 1.0 - epsilon)
+
+
+def gather_pixels(rgb: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """(N, 3) copy of the pixels at flat `index` of an (H, W, 3) array, without copying the
+    whole frame when the array is a channel-planar view (as network outputs are)."""
+    planar = rgb.transpose(2, 0, 1)
+    if planar.flags.c_contiguous:
+        return planar.reshape(3, -1)[:, index].T
+    return np.ascontiguousarray(rgb).reshape(-1, 3)[index]
 
 
 def premultiplied_foreground(
@@ -36,12 +46,16 @@ def premultiplied_foreground(
     >>> premultiplied_foreground(p, p, p, a, lambda x: x)[..., 0].tolist()
     [[4.0, 0.0]]
     """
-    result = plate * alpha[..., None]
-    band = soft_band(alpha)
-    if np.any(band):
-        n = int(np.count_nonzero(band))
-        both = np.concatenate([engine_fg[band], engine_src[band]]).astype(np.float32, copy=False)
+    flat_alpha = alpha.reshape(-1)
+    index = np.flatnonzero(soft_band(flat_alpha))
+    corrected = None
+    if index.size:
+        n = index.size
+        both = np.concatenate([gather_pixels(engine_fg, index),
+                               gather_pixels(engine_src, index)]).astype(np.float32, copy=False)
         converted = to_input(both)
-        residual = converted[:n] - converted[n:]
-        result[band] = (plate[band] + residual) * alpha[band][:, None]
-    return result.astype(np.float32, copy=False)
+        corrected = gather_pixels(plate, index) + (converted[:n] - converted[n:])
+    result = np.multiply(plate, alpha[..., None], dtype=np.float32)
+    if corrected is not None:
+        result.reshape(-1, 3)[index] = corrected * flat_alpha[index][:, None]
+    return result

@@ -232,9 +232,10 @@ class _Renderer:
         fg = premultiplied_foreground(image.rgb, decoded.engine_src, result.foreground,
                                       result.alpha, to_input)
         key = self.keys[index]
-        write_args = dict(data_window=image.data_window, display_window=image.display_window,
-                          metadata=self.metadata(key), pixel_type=self.job.pixel_type,
-                          compression=self.job.compression)
+        write_args: dict[str, Any] = {
+            "data_window": image.data_window, "display_window": image.display_window,
+            "pixel_aspect": image.pixel_aspect, "metadata": self.metadata(key),
+            "pixel_type": self.job.pixel_type, "compression": self.job.compression}
         if self.cache is None:
             assert self.outputs is not None
             write_exr(self.outputs[index], fg, result.alpha, **write_args)

@@ -97,6 +97,8 @@ class RvmEngine:
         options = ort.SessionOptions()
         options.intra_op_num_threads = os.cpu_count() or 1
         options.log_severity_level = 3
+        # no busy-waiting between ops: decode/encode threads of the render pipeline need the cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(model_file), sess_options=options,
                                                 providers=select_providers(device))
