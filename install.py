@@ -42,7 +42,7 @@ def nuke_home() -> Path:
 
 
 def has_cuda_gpu() -> bool:
-    """True when an NVIDIA driver answers; then onnxruntime-gpu is installed instead of the CPU build."""
+    """True when an NVIDIA driver answers: then onnxruntime-gpu replaces the CPU build."""
     smi = shutil.which("nvidia-smi")
     if not smi:
         return False
@@ -141,7 +141,8 @@ def unregister_from_nuke() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--nuke", action="store_true", help="register plugin/ in ~/.nuke/init.py")
     parser.add_argument("--uninstall", action="store_true", help="remove the block --nuke added")
     parser.add_argument("--force", action="store_true", help="re-run pip even if nothing changed")
@@ -155,11 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         python = set_up_venv(args.force)
     except subprocess.CalledProcessError as exc:
-        print(f"install.py: pip failed (exit {exc.returncode}); see the output above", file=sys.stderr)
+        print(f"install.py: pip failed (exit {exc.returncode}); see the output above",
+              file=sys.stderr)
         return 1
     if args.nuke:
         register_with_nuke(python)
-    print(f"mattekit is installed in {VENV} ({platform.system()}); try: {VENV / 'bin' / 'mattekit'} demo")
+    command = python.parent / ("mattekit.exe" if os.name == "nt" else "mattekit")
+    print(f"mattekit is installed in {VENV} ({platform.system()}); try: {command} demo")
     return 0
 
 

@@ -18,7 +18,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Generator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -117,7 +117,8 @@ def ensure_writable_folder(folder: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise OutputError(f"{folder}: output folder is not writable ({exc.strerror or exc})") from exc
+        cause = exc.strerror or str(exc)
+        raise OutputError(f"{folder}: output folder is not writable ({cause})") from exc
 
 
 def output_paths(out: Optional[str], frames: Sequence[int]) -> Optional[list[Path]]:
@@ -219,7 +220,8 @@ class _Renderer:
 
     def decode(self, index: int) -> _Decoded:
         """Read frame `index` and convert it to the engine's space (runs on a reader thread)."""
-        image = load_plate(self.paths[index], self.frames[index] if self.pattern.is_sequence else None)
+        frame = self.frames[index] if self.pattern.is_sequence else None
+        image = load_plate(self.paths[index], frame)
         engine_src = self.to_engine.apply(image.rgb)
         np.clip(engine_src, 0.0, 1.0, out=engine_src)
         return _Decoded(image=image, engine_src=engine_src)
@@ -246,7 +248,7 @@ class _Renderer:
                 write_exr(writer.path(RESULT_FILE), fg, result.alpha, **write_args)
                 if state is not None:
                     with open(writer.path(STATE_FILE), "wb") as stream:
-                        np.savez(stream, **state)
+                        np.savez(stream, **state)  # type: ignore[arg-type]
                 writer.metadata.update({"frame": self.frames[index], "node": self.job.node,
                                         "engine": self.spec.name})
         entry = writer.entry
@@ -343,7 +345,7 @@ class _Renderer:
 
 
 def _prefetch(pool: ThreadPoolExecutor, decode: Callable[[int], _Decoded],
-              indices: Sequence[int], depth: int) -> Iterator[_Decoded]:
+              indices: Sequence[int], depth: int) -> Generator[_Decoded, None, None]:
     """Yield decode(i) for each index in order, keeping up to `depth` decodes in flight."""
     queue: deque[Future[_Decoded]] = deque()
     position = 0

@@ -102,7 +102,7 @@ def _bands(rgb: np.ndarray, threads: int) -> list[np.ndarray]:
     """Row bands of the array, about one per thread (the same bands for arrays of one shape)."""
     pixels = rgb.shape[0] * (rgb.shape[1] if rgb.ndim == 3 else 1)
     count = max(1, min(threads, pixels // _MIN_PIXELS_PER_THREAD))
-    bands = []
+    bands: list[np.ndarray] = []
     for part in _rows(rgb):
         edges = np.linspace(0, part.shape[0], min(count, part.shape[0]) + 1).astype(int)
         bands.extend(part[a:b] for a, b in zip(edges[:-1], edges[1:]) if b > a)

@@ -60,7 +60,7 @@ class Manifest:
 
 
 def load_manifest(path: Path = MANIFEST_PATH) -> Manifest:
-    """Parse the YAML manifest into specs; a malformed manifest is an EngineError naming the file."""
+    """Parse the YAML manifest into specs; a malformed one is an EngineError naming the file."""
     try:
         raw = yaml.safe_load(path.read_text())
         models = {
