@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_render.py [--frames 8] [--sizes 1920x1080,3840x2160]
 
 Plates are half-float ZIP EXRs in ACEScg (the pinned config's scene_linear) made from the demo
-photo; output is half ZIP, the CLI's default. "I/O alone" is the same render pipeline with the
+photo; output is half PIZ, the CLI's default. "I/O alone" is the same render pipeline with the
 network replaced by an engine that returns precomputed mattes instantly, so it measures decode,
 colour conversion both ways, foreground assembly, encode and cache commit. Figure of merit:
 whole / max(engine, I/O), target <= 1.15 (DESIGN.md, "Performance model").

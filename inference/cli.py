@@ -67,7 +67,7 @@ def _parsed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     render.add_argument("--engine", help="engine name (default: the node's default engine)")
     render.add_argument("--param", action="append", type=_parse_param, default=[],
                         metavar="NAME=VALUE", help="engine parameter (repeatable)")
-    render.add_argument("--compression", default="zip",
+    render.add_argument("--compression", default="piz",
                         choices=["none", "rle", "zips", "zip", "piz", "pxr24", "dwaa", "dwab"])
     render.add_argument("--pixel-type", default="half", choices=["half", "float"])
     render.add_argument("--cache-dir", type=Path, help="cache folder (default: $MATTEKIT_CACHE "

@@ -68,7 +68,7 @@ class RenderJob:
     ocio_config: Optional[str] = None
     device: str = "auto"
     params: Mapping[str, Any] = field(default_factory=dict)
-    compression: str = "zip"
+    compression: str = "piz"
     pixel_type: str = "half"
     cache_root: Optional[Path] = None
     use_cache: bool = True
