@@ -57,6 +57,10 @@ class EngineError(MattekitError):
     """An unknown engine, or an engine that cannot run (e.g. its model file is missing)."""
 
 
+class NotImplementedEngineError(EngineError):
+    """A node of the product whose engine has not been built yet."""
+
+
 class RenderCancelled(MattekitError):
     """The user or a client cancelled a render; frames already finished are kept."""
 

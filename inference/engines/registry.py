@@ -19,7 +19,8 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from mattekit.inference.errors import EngineError
+from mattekit.inference import __version__
+from mattekit.inference.errors import EngineError, NotImplementedEngineError
 
 MANIFEST_PATH = Path(__file__).with_name("manifest.yaml")
 
@@ -56,7 +57,7 @@ class EngineSpec:
 class Manifest:
     models: Mapping[str, ModelSpec]
     engines: Mapping[str, EngineSpec]
-    default_engines: Mapping[str, str]
+    default_engines: Mapping[str, Optional[str]]
 
 
 def load_manifest(path: Path = MANIFEST_PATH) -> Manifest:
@@ -92,11 +93,15 @@ def engine_spec(name: str, manifest: Optional[Manifest] = None) -> EngineSpec:
 def default_engine(node: str, manifest: Optional[Manifest] = None) -> EngineSpec:
     """The engine a node uses when none is named; an unknown node lists the valid ones."""
     manifest = manifest or load_manifest()
-    try:
-        return engine_spec(manifest.default_engines[node], manifest)
-    except KeyError:
+    if node not in manifest.default_engines:
         valid = ", ".join(sorted(manifest.default_engines))
-        raise EngineError(f"unknown node '{node}'; known nodes: {valid}") from None
+        raise EngineError(f"unknown node '{node}'; known nodes: {valid}")
+    name = manifest.default_engines[node]
+    if name is None:
+        raise NotImplementedEngineError(
+            f"node '{node}' has no engine yet in mattekit {__version__}: not implemented"
+        )
+    return engine_spec(name, manifest)
 
 
 def model_path(model: ModelSpec) -> Path:
