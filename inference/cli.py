@@ -4,6 +4,7 @@
     mattekit demo
     mattekit models
     mattekit cache ls | gc | clear
+    mattekit worker start | stop | status
 """
 from __future__ import annotations
 
@@ -89,6 +90,10 @@ def _parsed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     cache.add_argument("--max-gb", type=_gigabytes,
                        help="with gc: evict least-recently-used entries down to this size "
                             "(default: $MATTEKIT_CACHE_MAX_GB, else 100)")
+
+    from mattekit.inference.worker.cli import add_worker_parser
+
+    add_worker_parser(commands)
     return parser.parse_args(argv)
 
 
@@ -179,6 +184,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         if args.command == "models":
             return _models()
+        if args.command == "worker":
+            from mattekit.inference.worker.cli import run as run_worker
+
+            return run_worker(args)
         return _cache(args)
     except MattekitError as exc:
         print(f"mattekit: error: {exc}", file=sys.stderr)

@@ -6,6 +6,7 @@ extensions).
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
@@ -109,6 +110,12 @@ def _bands(rgb: np.ndarray, threads: int) -> list[np.ndarray]:
     return bands
 
 
+# The optimisation check costs ~15 ms per processor: its outcome (and the immutable, thread-safe
+# CPU processor) is kept per (config cache id, src, dst) so a cache-hit render stays cheap.
+_CHOSEN: dict[tuple[str, str, str], tuple[OCIO.CPUProcessor, str]] = {}
+_CHOSEN_LOCK = threading.Lock()
+
+
 class Converter:
     """Converts float RGB from colour space ``src`` to ``dst`` of ``config``.
 
@@ -136,11 +143,18 @@ class Converter:
                 f"{' '.join(str(exc).split())}"
             ) from exc
         if not processor.isNoOp():
-            try:
-                inverse: Optional[OCIO.Processor] = config.getProcessor(self.dst, self.src)
-            except Exception:  # not invertible (e.g. a 3D LUT): check the forward values only
-                inverse = None
-            self._cpu, self.optimization = _choose_cpu(processor, inverse)
+            key = (config.getCacheID(), self.src, self.dst)
+            with _CHOSEN_LOCK:
+                chosen = _CHOSEN.get(key)
+            if chosen is None:
+                try:
+                    inverse: Optional[OCIO.Processor] = config.getProcessor(self.dst, self.src)
+                except Exception:  # not invertible (e.g. a 3D LUT): check the forward values only
+                    inverse = None
+                chosen = _choose_cpu(processor, inverse)
+                with _CHOSEN_LOCK:
+                    _CHOSEN[key] = chosen
+            self._cpu, self.optimization = chosen
 
     @property
     def is_noop(self) -> bool:

@@ -60,7 +60,26 @@ class Manifest:
     default_engines: Mapping[str, Optional[str]]
 
 
+_manifests: dict[tuple[Path, int], Manifest] = {}
+_manifests_lock = threading.Lock()
+
+
 def load_manifest(path: Path = MANIFEST_PATH) -> Manifest:
+    """The manifest's specs, parsed again only when the file changes (parsing costs ~15 ms)."""
+    try:
+        stamp = (path, path.stat().st_mtime_ns)
+    except OSError as exc:
+        raise EngineError(f"{path}: engine manifest is unreadable: {exc}") from exc
+    with _manifests_lock:
+        cached = _manifests.get(stamp)
+    if cached is None:
+        cached = parse_manifest(path)
+        with _manifests_lock:
+            _manifests[stamp] = cached
+    return cached
+
+
+def parse_manifest(path: Path) -> Manifest:
     """Parse the YAML manifest into specs; a malformed one is an EngineError naming the file."""
     try:
         raw = yaml.safe_load(path.read_text())
