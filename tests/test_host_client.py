@@ -107,7 +107,10 @@ def env(tmp_path, monkeypatch):
             pass
     for pid in pids:
         if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL if POSIX else signal.SIGTERM)
+            try:
+                os.kill(pid, signal.SIGKILL if POSIX else signal.SIGTERM)
+            except ProcessLookupError:  # it finished exiting between the check and the kill
+                pass
 
 
 @pytest.fixture
