@@ -54,6 +54,11 @@ def _parsed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     render.add_argument("node", choices=nodes, help="which node to render")
     render.add_argument("--plate", required=True,
                         help="plate file or sequence (####, %%04d, $F4, @ patterns)")
+    render.add_argument("--clean-plate", help="background-matte: the clean plate, a still or a "
+                                              "sequence covering the range (same colour space "
+                                              "as the plate)")
+    render.add_argument("--mask", help="optional rough matte (Roto) naming the target: its "
+                                       "alpha, else its first channel")
     render.add_argument("--frames", help="frame range: 1001-1100, 1001-1100x2, 1,5,9-12 "
                                          "(default: every frame on disk)")
     render.add_argument("--out", help="output EXR file or sequence (default: results stay in "
@@ -91,6 +96,21 @@ def _parsed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                        help="with gc: evict least-recently-used entries down to this size "
                             "(default: $MATTEKIT_CACHE_MAX_GB, else 100)")
 
+    evaluate = commands.add_parser(
+        "eval", help="score predicted mattes against ground truth (MAD, MSE, Grad, Conn, dtSSD)",
+        description="Score predicted alpha mattes against ground truth, per frame and on "
+                    "average, in the units of the RVM/VideoMatte240K tables: MAD and MSE x1e3, "
+                    "Grad and Conn /1e3, dtSSD x1e2 (2+ frames; the first frame counts 0 in "
+                    "its mean, as in RVM's evaluation). EXR mattes are read from alpha (A), "
+                    "PNG/TIFF from channel 0 (or their alpha channel).")
+    evaluate.add_argument("--pred", required=True, help="predicted matte file or sequence")
+    evaluate.add_argument("--gt", required=True, help="ground-truth matte file or sequence")
+    evaluate.add_argument("--frames", help="frame range (default: every ground-truth frame "
+                                           "on disk)")
+    evaluate.add_argument("--trimap", help="trimap file or sequence: MAD, MSE, Grad and Conn "
+                                           "only over its unknown region")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     from mattekit.inference.worker.cli import add_worker_parser
 
     add_worker_parser(commands)
@@ -111,6 +131,7 @@ def _render(args: argparse.Namespace) -> int:
         raise MattekitError("--no-cache needs --out: without the cache there is nowhere to "
                             "keep the results")
     job = RenderJob(node=args.node, plate=args.plate, out=args.out, frames=args.frames,
+                    clean_plate=args.clean_plate, mask=args.mask,
                     engine=args.engine, colorspace=args.colorspace,
                     ocio_config=args.ocio_config, device=args.device, params=dict(args.param),
                     compression=args.compression, pixel_type=args.pixel_type,
@@ -184,6 +205,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         if args.command == "models":
             return _models()
+        if args.command == "eval":
+            from mattekit.inference.evaluate import run as run_eval
+
+            return run_eval(args)
         if args.command == "worker":
             from mattekit.inference.worker.cli import run as run_worker
 

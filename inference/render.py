@@ -14,12 +14,14 @@ import os
 import tempfile
 import threading
 import time
+import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generator, Mapping, Optional, Sequence
 
+import cv2
 import numpy as np
 
 from mattekit import ocio
@@ -41,11 +43,13 @@ from mattekit.inference.engines.registry import (
 )
 from mattekit.inference.errors import (
     FramePatternError,
+    InputError,
+    InputWarning,
     MattekitError,
     OutputError,
     RenderCancelled,
 )
-from mattekit.inference.exrio import ExrImage, write_exr
+from mattekit.inference.exrio import ExrImage, read_image, write_exr
 from mattekit.inference.foreground import premultiplied_foreground
 from mattekit.inference.plate import load_plate
 from mattekit.inference.sequence import FramePattern, frames_for, parse_pattern, require_frames
@@ -62,6 +66,8 @@ class RenderJob:
     node: str
     plate: str
     out: Optional[str] = None
+    clean_plate: Optional[str] = None
+    mask: Optional[str] = None
     frames: Optional[str] = None
     engine: Optional[str] = None
     colorspace: Optional[str] = None
@@ -107,6 +113,7 @@ class _Decoded:
 
     image: ExrImage
     engine_src: np.ndarray
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def ensure_writable_folder(folder: Path) -> None:
@@ -144,6 +151,32 @@ def default_input_space(config: Any, plate_path: Path, requested: Optional[str])
     return ocio.default_colorspace(config, integer)
 
 
+def matched_size(image: np.ndarray, shape: tuple[int, int], path: Path, frame: int
+                 ) -> np.ndarray:
+    """`image` at the plate's size: resampled with a warning when only the resolution differs
+    (same aspect ratio within 1 %), an InputError naming file and frame otherwise."""
+    height, width = shape
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    if abs((w / h) / (width / height) - 1.0) > 0.01:
+        raise InputError(f"is {w}x{h} but the plate is {width}x{height} (a different aspect "
+                         "ratio): reformat it to the plate's format first", path, frame)
+    warnings.warn(f"{path}, frame {frame}: {w}x{h} resampled to the plate's {width}x{height}",
+                  InputWarning, stacklevel=2)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if w > width
+                      else cv2.INTER_LINEAR)
+
+
+def mask_of(image: ExrImage, path: Path, frame: int) -> np.ndarray:
+    """The matte a mask input carries: its alpha, else its first channel (a Roto's output)."""
+    if image.alpha is not None:
+        return np.clip(image.alpha, 0.0, 1.0)
+    if image.rgb is None:
+        raise InputError("has neither alpha nor RGB to use as a mask", path, frame)
+    return np.clip(np.ascontiguousarray(image.rgb[..., 0]), 0.0, 1.0)
+
+
 def parallel_digests(paths: Sequence[Path], threads: int) -> list[str]:
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return list(pool.map(digest_file, paths))
@@ -169,6 +202,7 @@ class _Renderer:
         if self.outputs:
             for folder in sorted({p.parent for p in self.outputs}):
                 ensure_writable_folder(folder)
+        self.extra_paths = self._extra_inputs()
         self.config = ocio.load_config(job.ocio_config)
         self.input_space = default_input_space(self.config, self.paths[0], job.colorspace)
         # a warm engine may be handed in (the worker keeps models loaded between requests)
@@ -188,18 +222,47 @@ class _Renderer:
             "compression": job.compression,
             "pixel_type": job.pixel_type,
         }
-        self.keys = self._frame_keys(parallel_digests(self.paths, job.io_threads))
+        self.keys = self._frame_keys(self._input_digests())
 
-    def _frame_keys(self, digests: Sequence[str]) -> list[str]:
+    def _extra_inputs(self) -> dict[str, list[Path]]:
+        """Files of the engine's other inputs (clean plate, mask) for every frame; a still
+        (no frame token) serves every frame, a sequence must cover the whole range."""
+        given = {"clean_plate": self.job.clean_plate, "mask": self.job.mask}
+        paths: dict[str, list[Path]] = {}
+        for name, pattern_text in given.items():
+            flag = "--" + name.replace("_", "-")
+            if pattern_text is None:
+                if name in self.spec.required_inputs:
+                    raise MattekitError(f"{self.job.node} needs {flag} (its engine "
+                                        f"'{self.spec.name}' mattes against it)")
+                continue
+            if name not in self.spec.inputs:
+                raise MattekitError(f"{flag} is not an input of {self.job.node} "
+                                    f"(engine '{self.spec.name}')")
+            pattern = parse_pattern(pattern_text)
+            paths[name] = require_frames(pattern, self.frames if pattern.is_sequence
+                                         else self.frames[:1])
+            if not pattern.is_sequence:
+                paths[name] = paths[name] * len(self.frames)
+        return paths
+
+    def _input_digests(self) -> list[list[str]]:
+        """Per frame, the digests of every input file (plate first)."""
+        columns = [self.paths] + [self.extra_paths[name] for name in sorted(self.extra_paths)]
+        unique = sorted({p for column in columns for p in column})
+        digest_of = dict(zip(unique, parallel_digests(unique, self.job.io_threads)))
+        return [[digest_of[column[i]] for column in columns] for i in range(len(self.frames))]
+
+    def _frame_keys(self, digests: Sequence[Sequence[str]]) -> list[str]:
         if not self.spec.temporal:
             return [frame_key(self.job.node, self.spec.name, self.engine.model_hash,
-                              self.key_params, [d]) for d in digests]
+                              self.key_params, list(d)) for d in digests]
         base = chain_base_key(self.job.node, self.spec.name, self.engine.model_hash,
                               self.key_params)
         keys: list[str] = []
         previous: Optional[str] = None
         for digest in digests:
-            previous = chain_key(previous, base, [digest])
+            previous = chain_key(previous, base, list(digest))
             keys.append(previous)
         return keys
 
@@ -223,8 +286,22 @@ class _Renderer:
         frame = self.frames[index] if self.pattern.is_sequence else None
         image = load_plate(self.paths[index], frame)
         engine_src = self.to_engine.apply(image.rgb)
-        np.clip(engine_src, 0.0, 1.0, out=engine_src)
-        return _Decoded(image=image, engine_src=engine_src)
+        if self.spec.clip_input:
+            np.clip(engine_src, 0.0, 1.0, out=engine_src)
+        inputs: dict[str, np.ndarray] = {}
+        shape = engine_src.shape[:2]
+        if "clean_plate" in self.extra_paths:
+            path = self.extra_paths["clean_plate"][index]
+            clean = load_plate(path, self.frames[index]).rgb
+            clean = self.to_engine.apply(matched_size(clean, shape, path, self.frames[index]))
+            if self.spec.clip_input:
+                np.clip(clean, 0.0, 1.0, out=clean)
+            inputs["clean_plate"] = clean
+        if "mask" in self.extra_paths:
+            path = self.extra_paths["mask"][index]
+            mask = mask_of(read_image(path, self.frames[index]), path, self.frames[index])
+            inputs["mask"] = matched_size(mask, shape, path, self.frames[index])
+        return _Decoded(image=image, engine_src=engine_src, inputs=inputs)
 
     def encode(self, index: int, decoded: _Decoded, result: Any,
                state: Optional[dict[str, np.ndarray]], started: float) -> FrameResult:
@@ -233,11 +310,13 @@ class _Renderer:
         to_input = self.to_input.apply
         fg = premultiplied_foreground(image.rgb, decoded.engine_src, result.foreground,
                                       result.alpha, to_input)
+        layers = dict(getattr(result, "layers", {}) or {})
         key = self.keys[index]
         write_args: dict[str, Any] = {
             "data_window": image.data_window, "display_window": image.display_window,
             "pixel_aspect": image.pixel_aspect, "metadata": self.metadata(key),
-            "pixel_type": self.job.pixel_type, "compression": self.job.compression}
+            "pixel_type": self.job.pixel_type, "compression": self.job.compression,
+            "layers": layers}
         if self.cache is None:
             assert self.outputs is not None
             write_exr(self.outputs[index], fg, result.alpha, **write_args)
@@ -325,7 +404,7 @@ class _Renderer:
                     else:
                         t0 = time.perf_counter()
                         frame = next(decoded)
-                        result = self.engine.process(frame.engine_src)
+                        result = self.engine.process(frame.engine_src, frame.inputs)
                         if action == "compute":
                             state = self.engine.state() if self.spec.temporal else None
                             pending.append(writers.submit(self.encode, i, frame, result, state,

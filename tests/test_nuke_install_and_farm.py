@@ -178,8 +178,15 @@ def test_when_a_script_builds_and_renders_nodes_headless_then_alpha_matches_the_
     default = str(tmp_path / "cli-default" / "matte.1004.exr")
     assert alpha_bytes(default) != alpha_bytes(pattern.replace("####", "1004"))
 
+    # a BackgroundMatte with no clean plate connected says what it needs, on the node
+    needs = nuke.createNode("Write")
+    needs.setInput(0, mattes["BackgroundMatte"])
+    needs["file"].setValue(str(tmp_path / "bm" / "o.####.exr"))
+    with pytest.raises(precompute.PrecomputeError, match="clean-plate"):
+        precompute.precompute([needs], 1001, 1001)
+    assert "clean-plate" in mattes["BackgroundMatte"]["status"].value()
     # the nodes without an engine yet say so on the node, readably
-    for name in ("BackgroundMatte", "ParallaxMatte", "Sparse4KRefine"):
+    for name in ("ParallaxMatte", "Sparse4KRefine"):
         other = nuke.createNode("Write")
         other.setInput(0, mattes[name])
         other["file"].setValue(str(tmp_path / name / "o.####.exr"))

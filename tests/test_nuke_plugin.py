@@ -160,8 +160,9 @@ def test_when_knobs_are_mapped_then_params_have_the_engine_types_and_defaults():
     assert knobs.params_from_knobs("video-matte", {"downsample_target": 768.0,
                                                    "cut_threshold": "0"}) == {
         "downsample_target": 768, "cut_threshold": 0.0}
-    assert knobs.params_from_knobs("BackgroundMatte", {"align_clean_plate": 0}) == {
-        "downsample_target": 512, "align_clean_plate": False}
+    assert knobs.params_from_knobs("BackgroundMatte", {"register": 0}) == {
+        "register": False, "max_shift": 0.15, "shadow_tolerance": 0.6, "prior_strength": 0.5,
+        "edge_softness": 1.0}
     with pytest.raises(knobs.KnobError, match="downsample_target.*at least 64"):
         knobs.params_from_knobs("VideoMatte", {"downsample_target": 8}, "VideoMatte1")
     with pytest.raises(knobs.KnobError, match="cut_threshold.*float"):
@@ -210,7 +211,7 @@ def test_when_the_plate_is_not_a_read_then_the_internal_write_renders_it_in_work
     assert plan.job["plate"] == plan.writes[0][1]
     assert plan.job["colorspace"] == "ACES - ACEScg" and plan.job["engine"] is None
     assert plan.result_colorspace is None  # the result is read raw, like the input was written
-    assert any("Mask input is not used yet" in w for w in plan.warnings)
+    assert any("Mask input is not used by this node's engine yet" in w for w in plan.warnings)
 
 
 def test_when_a_cache_folder_or_colour_space_is_set_then_the_job_uses_them():
@@ -375,7 +376,7 @@ def test_when_the_plate_is_graded_then_the_internal_write_renders_it_for_the_wor
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["BackgroundMatte", "ParallaxMatte", "Sparse4KRefine"])
+@pytest.mark.parametrize("kind", ["ParallaxMatte", "Sparse4KRefine"])
 def test_when_a_node_has_no_engine_yet_then_its_status_says_not_implemented(
         fake, worker_env, tmp_path, kind):
     nuke.GUI = True
@@ -388,6 +389,32 @@ def test_when_a_node_has_no_engine_yet_then_its_status_says_not_implemented(
     assert any(line.startswith(f"mattekit: {kind}1: frames 1: not_implemented:")
                for line in nuke.tprinted)
     assert matte.node("Result")["file"].value() == ""
+
+
+@pytest.mark.slow
+def test_when_background_matte_has_its_clean_plate_then_it_processes_and_without_it_says_so(
+        fake, worker_env, tmp_path):
+    nuke.GUI = True
+    nuke.frame(1)
+    plate_read = read_node(write_plate(tmp_path / "plate", count=1), 1, 1)
+    matte = nuke.createNode("BackgroundMatte")
+    matte.setInput(0, plate_read)
+    wait_background([nodes.process_frame(matte)])
+    assert "--clean-plate" in matte["status"].value()
+
+    clean_folder = tmp_path / "clean"
+    clean_folder.mkdir()
+    write_exr(clean_folder / "clean.exr", np.full((48, 64, 3), 0.05, np.float32))
+    clean_read = nuke.createNode("Read")
+    clean_read["file"].setValue(str(clean_folder / "clean.exr"))
+    matte.setInput(1, clean_read)
+    wait_background([nodes.process_frame(matte)])
+    status = matte["status"].value()
+    assert status.startswith("done: frames 1"), status
+    pattern = matte.node("Result")["file"].value()
+    result = read_exr(knobs.frame_path(pattern, 1))
+    assert result.metadata["mattekit/engine"] == "cleanplate" and "confidence.Y" in result.layers
+    assert float(result.alpha.max()) > 0.5 and float(result.alpha[0, 0]) < 0.05
 
 
 @pytest.mark.slow

@@ -51,6 +51,9 @@ class EngineSpec:
     input_space: str
     temporal: bool
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    clip_input: bool = True
+    inputs: tuple[str, ...] = ()
+    required_inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,9 +90,11 @@ def parse_manifest(path: Path) -> Manifest:
             mid: ModelSpec(model_id=mid, **{k: str(v) for k, v in m.items()})
             for mid, m in raw.get("models", {}).items()
         }
-        engines = {
-            name: EngineSpec(name=name, **e) for name, e in raw.get("engines", {}).items()
-        }
+        engines = {}
+        for name, entry in raw.get("engines", {}).items():
+            fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                      for k, v in entry.items()}
+            engines[name] = EngineSpec(name=name, **fields)
         defaults = {node: n["default_engine"] for node, n in raw.get("nodes", {}).items()}
     except (OSError, yaml.YAMLError, TypeError, KeyError, AttributeError) as exc:
         raise EngineError(f"{path}: engine manifest is unreadable: {exc}") from exc

@@ -11,7 +11,7 @@ un-premultiplied foreground in the same sRGB space.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -31,6 +31,7 @@ class MatteResult:
 
     alpha: np.ndarray
     foreground: np.ndarray
+    layers: dict[str, np.ndarray] = field(default_factory=dict)  # extra outputs, e.g. confidence.Y
 
 
 def downsample_ratio(height: int, width: int, target: int = 512) -> float:
@@ -131,8 +132,10 @@ class RvmEngine:
         self._shape = (shape[0], shape[1]) if shape != (0, 0) else None
         self._thumbnail = state.get("thumbnail")
 
-    def process(self, src: np.ndarray) -> MatteResult:
-        """Matte one frame in order. `src`: (H, W, 3) float32, sRGB-encoded, 0..1."""
+    def process(self, src: np.ndarray, inputs: Optional[Mapping[str, np.ndarray]] = None
+                ) -> MatteResult:
+        """Matte one frame in order. `src`: (H, W, 3) float32, sRGB-encoded, 0..1. RVM takes
+        no other input (`inputs` is accepted for a uniform engine interface and ignored)."""
         height, width = src.shape[:2]
         thumbnail = scene_thumbnail(src)
         if self._shape != (height, width):

@@ -57,8 +57,11 @@ DEVICES = ("auto", "cpu", "cuda")
 OUTPUTS = ("premultiplied", "unpremultiplied", "alpha")
 #: File types the worker reads directly (anything else goes through the internal Write).
 WORKER_READABLE = (".exr", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
-#: Extra inputs protocol v1 can carry in a job (none yet: only the plate crosses).
-JOB_INPUT_FIELDS: Dict[str, str] = {}
+#: Extra inputs a job carries, per worker node: gizmo input name -> job field. Inputs not
+#: listed are not used by that node's engine yet (the status line says so).
+JOB_INPUT_FIELDS: Dict[str, Dict[str, str]] = {
+    "background-matte": {"CleanPlate": "clean_plate", "Mask": "mask"},
+}
 FRAME_TOKEN = "####"
 _DEFAULT_SPACE = re.compile(r"^\s*default\s*(?:\((?P<inner>.*)\))?\s*$", re.IGNORECASE)
 
@@ -102,8 +105,11 @@ def internal_write_name(input_name: str) -> str:
 NODE_TYPES: Dict[str, NodeType] = {t.gizmo: t for t in (
     NodeType("BackgroundMatte", "background-matte", ("Plate", "CleanPlate", "Mask"),
              (DEFAULT_ENGINE,),
-             (ParamKnob("downsample_target", "int", 512, 64),
-              ParamKnob("align_clean_plate", "bool", True))),
+             (ParamKnob("register", "bool", True),
+              ParamKnob("max_shift", "float", 0.15, 0.0),
+              ParamKnob("shadow_tolerance", "float", 0.6, 0.0),
+              ParamKnob("prior_strength", "float", 0.5, 0.0),
+              ParamKnob("edge_softness", "float", 1.0, 0.0))),
     NodeType("ParallaxMatte", "parallax-matte", ("Plate", "Reference", "Mask"),
              (DEFAULT_ENGINE,),
              (ParamKnob("reference_offset", "int", 2),
@@ -359,22 +365,27 @@ def build_job(state: NodeState, cache_root: str, first: int, last: int) -> JobPl
                        node_id(state.script, state.full_name))
     result = result_pattern(work, state.name)
     writes: List[Tuple[str, str]] = []
-    if state.plate_read is not None:
+    fields = JOB_INPUT_FIELDS.get(kind.worker_node, {})
+    extras: Dict[str, str] = {}
+    warnings: List[str] = []
+    for extra in kind.inputs[1:]:
+        if extra not in state.connected:
+            continue
+        if extra in fields:
+            pattern = input_pattern(work, extra)
+            writes.append((kind.internal_write(extra), pattern))
+            extras[fields[extra]] = pattern
+        else:
+            warnings.append(f"the {extra} input is not used by this node's engine yet")
+    # with other inputs rendered by the internal Writes, the plate goes the same way so all
+    # of them reach the worker in one colour space (the working space)
+    if state.plate_read is not None and not extras:
         plate = state.plate_read.pattern
         result_space = None if state.plate_read.raw else job_colorspace(state)
     else:
         plate = input_pattern(work, PLATE)
         writes.append((kind.internal_write(PLATE), plate))
         result_space = None
-    warnings: List[str] = []
-    for extra in kind.inputs[1:]:
-        if extra not in state.connected:
-            continue
-        if extra in JOB_INPUT_FIELDS:
-            writes.append((kind.internal_write(extra), input_pattern(work, extra)))
-        else:
-            warnings.append(f"the {extra} input is not used yet (worker protocol v1 carries "
-                            "only the plate)")
     job: Dict[str, Any] = {
         "node": kind.worker_node,
         "plate": plate,
@@ -384,6 +395,7 @@ def build_job(state: NodeState, cache_root: str, first: int, last: int) -> JobPl
         "colorspace": job_colorspace(state),
         "device": device_from_knobs(state.values),
         "params": params_from_knobs(state.kind, state.values, state.full_name),
+        **extras,
     }
     if state.ocio_config:
         job["ocio_config"] = state.ocio_config

@@ -1,0 +1,283 @@
+"""Clean-plate matting maths: register the clean plate, undo exposure drift, measure the
+difference with noise and shadows in mind, and solve alpha with the background known.
+
+The model is the capture-stage one, I = aF + (1 - a)(B + dB) + e: B is the registered clean plate,
+dB a shadow or exposure change that darkens B without changing its chromaticity, e sensor noise.
+All images are linear RGB float32 (H, W, 3); alpha and masks are (H, W) in 0..1.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from mattekit.inference.errors import InputWarning
+
+REGISTRATION_SIZE = 640  # long side, in pixels, of the images features are matched on
+
+
+@dataclass
+class Registration:
+    """The clean plate warped onto the plate, and where the warp has no data."""
+
+    background: np.ndarray  # (H, W, 3)
+    covered: np.ndarray  # (H, W) bool: False where the warped clean plate has no pixels
+    homography: np.ndarray  # 3x3, clean plate -> plate (identity when not registered)
+
+
+def _grey_8bit(rgb: np.ndarray, scale: float) -> np.ndarray:
+    """A display-like 8-bit luminance copy for feature matching (linear -> ~sRGB by sqrt)."""
+    small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    luma = small @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    return (np.sqrt(np.clip(luma, 0.0, 1.0)) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _background_fit(plate: np.ndarray, background: np.ndarray, covered: np.ndarray) -> float:
+    """How well a background explains the plate: the 30th percentile of |I - B| over covered
+    pixels (the subject is the larger differences, so a low percentile sees the background)."""
+    diff = np.abs(plate - background).mean(axis=2)[covered]
+    return float(np.percentile(diff, 30)) if diff.size else float("inf")
+
+
+def _estimate_homography(a: np.ndarray, b: np.ndarray) -> Optional[np.ndarray]:
+    """Homography taking grey image b onto a: SIFT, Lowe's ratio test, MAGSAC (robust to the
+    subject, which moves differently or is absent from the clean plate)."""
+    sift = cv2.SIFT_create(nfeatures=4000)  # type: ignore[attr-defined]
+    kp_a, des_a = sift.detectAndCompute(a, None)
+    kp_b, des_b = sift.detectAndCompute(b, None)
+    if des_a is None or des_b is None or len(kp_a) < 8 or len(kp_b) < 8:
+        return None
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(des_b, des_a, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.75 * p[1].distance]
+    if len(good) < 8:
+        return None
+    src = np.array([kp_b[m.queryIdx].pt for m in good], np.float32)
+    dst = np.array([kp_a[m.trainIdx].pt for m in good], np.float32)
+    homography, inliers = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, 2.0)
+    if homography is None or int(inliers.sum()) < 8:
+        return None
+    return homography
+
+
+def register_clean_plate(plate: np.ndarray, clean: np.ndarray, max_shift: float = 0.15
+                         ) -> Registration:
+    """Warp `clean` onto `plate` with a homography from feature matches, kept only when it
+    explains the plate better than the clean plate as it is.
+
+    `max_shift` bounds the allowed misregistration as a fraction of the frame diagonal: a
+    homography that moves the corners further is refused. Pixels the warped plate does not
+    cover are reported, not guessed.
+    """
+    height, width = plate.shape[:2]
+    unregistered = Registration(clean, np.ones((height, width), bool), np.eye(3))
+    scale = min(1.0, REGISTRATION_SIZE / max(height, width))
+    homography = _estimate_homography(_grey_8bit(plate, scale), _grey_8bit(clean, scale))
+    if homography is None:
+        return unregistered
+    to_small = np.diag([scale, scale, 1.0])
+    homography = np.linalg.inv(to_small) @ homography @ to_small
+    corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)[None]
+    moved = cv2.perspectiveTransform(corners, homography)[0]
+    displacement = np.linalg.norm(moved - corners[0], axis=1)
+    if displacement.max() > max_shift * np.hypot(width, height) or displacement.max() < 0.25:
+        return unregistered
+    background = cv2.warpPerspective(clean, homography, (width, height),
+                                     flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    covered = cv2.warpPerspective(np.ones((height, width), np.uint8), homography,
+                                  (width, height), flags=cv2.INTER_NEAREST,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    if _background_fit(plate, background, covered) >= _background_fit(plate, clean,
+                                                                       unregistered.covered):
+        return unregistered
+    return Registration(background, covered, homography)
+
+
+def noise_sigma(plate: np.ndarray, background: np.ndarray) -> float:
+    """Per-channel sensor noise of the plate-minus-background difference (Immerkaer's
+    Laplacian-difference estimator, read at a low percentile so that the subject's own
+    texture, however much of the frame it fills, does not inflate it)."""
+    diff = (plate - background).mean(axis=2) * np.sqrt(3.0)  # one channel's noise scale
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    response = np.abs(cv2.filter2D(diff.astype(np.float32), -1, kernel))
+    # for Gaussian noise the response is N(0, 36 sigma^2); its 25th percentile of |x| is
+    # 0.3186 * 6 sigma
+    return float(np.percentile(response, 25) / (0.3186 * 6.0) + 1e-5)
+
+
+def exposure_gains(plate: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Per-channel gains g with plate ~ g * background: the mode of the log ratio plate/clean.
+
+    Background pixels share one ratio (the exposure or LED-wall drift); the subject's ratios
+    are spread out, and a cast shadow forms a smaller second cluster, so the histogram's
+    highest peak is the background's gain however much of the frame the subject fills.
+    """
+    gains = np.ones(3, np.float32)
+    for c in range(3):
+        p, b = plate[..., c], background[..., c]
+        valid = (b > 0.02) & (p > 0.0)
+        if np.count_nonzero(valid) < 100:
+            continue
+        log_ratio = np.log(p[valid] / b[valid])
+        hist, edges = np.histogram(log_ratio, bins=240, range=(-1.5, 1.5))
+        hist = np.convolve(hist, np.ones(5) / 5.0, mode="same")
+        peak = 0.5 * (edges[np.argmax(hist)] + edges[np.argmax(hist) + 1])
+        near = log_ratio[np.abs(log_ratio - peak) < 0.04]
+        gains[c] = float(np.exp(np.median(near))) if near.size else float(np.exp(peak))
+    return np.clip(gains, 0.25, 4.0).astype(np.float32)
+
+
+def difference_score(plate: np.ndarray, background: np.ndarray, sigma: float,
+                     shadow_tolerance: float = 0.6) -> np.ndarray:
+    """How far each pixel is from being background, in units of the expected noise.
+
+    A pure darkening of the background (brightness ratio between 1 - shadow_tolerance and 1,
+    chromaticity unchanged within the noise) counts as background: its score is the chromatic
+    residual only, so cast shadows and exposure dips do not become foreground.
+    """
+    b_energy = np.einsum("hwc,hwc->hw", background, background)
+    ratio = np.einsum("hwc,hwc->hw", plate, background) / (b_energy + 1e-8)
+    full = np.linalg.norm(plate - background, axis=2)
+    chroma = np.linalg.norm(plate - ratio[..., None] * background, axis=2)
+    noise = sigma * np.sqrt(3.0) + 0.01 * np.sqrt(b_energy) + 1e-4
+    # unchanged chromaticity: the plate pixel lies within ~2 degrees of the background's colour
+    # direction (plus noise): a darker subject of merely similar hue does not pass
+    shadow_like = ((ratio >= 1.0 - shadow_tolerance) & (ratio <= 1.0)
+                   & (chroma < 2.0 * sigma * np.sqrt(3.0) + 0.035 * ratio * np.sqrt(b_energy)))
+    residual = np.where(shadow_like, chroma, full)
+    return (residual / noise).astype(np.float32)
+
+
+def smooth_colour(image: np.ndarray, weight: np.ndarray, radius: int) -> np.ndarray:
+    """Normalised convolution: the colour of nearby weighted pixels, defined everywhere."""
+    size = 2 * radius + 1
+    numerator = cv2.blur(image * weight[..., None], (size, size))
+    denominator = cv2.blur(weight, (size, size))[..., None]
+    return numerator / np.maximum(denominator, 1e-6)
+
+
+def propagated_colour(image: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Colour of the nearest weighted pixels, coarse-to-fine, so far pixels get a value too."""
+    result = image.copy()
+    filled = np.zeros(weight.shape, bool)
+    for radius in (3, 9, 27, 81):
+        colour = smooth_colour(image, weight, radius)
+        support = cv2.blur(weight, (2 * radius + 1, 2 * radius + 1)) > 0.01
+        take = support & ~filled
+        result[take] = colour[take]
+        filled |= take
+    return result
+
+
+def solve_alpha_known_background(plate: np.ndarray, background: np.ndarray,
+                                 foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel least squares of I = aF + (1 - a)B for a, with B and F known.
+
+    Returns alpha and its reliability (|F - B| relative to the colours: small when the
+    foreground looks like the background there).
+    """
+    f_minus_b = foreground - background
+    denom = np.einsum("hwc,hwc->hw", f_minus_b, f_minus_b)
+    alpha = np.einsum("hwc,hwc->hw", plate - background, f_minus_b) / np.maximum(denom, 1e-8)
+    reliability = np.sqrt(denom) / (np.linalg.norm(background, axis=2) + 0.05)
+    return np.clip(alpha, 0.0, 1.0).astype(np.float32), reliability.astype(np.float32)
+
+
+def smoothstep(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    t = np.clip((x - low) / (high - low), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+@dataclass
+class CleanPlateMatte:
+    alpha: np.ndarray
+    foreground: np.ndarray  # un-premultiplied, linear
+    confidence: np.ndarray
+    gains: np.ndarray
+    sigma: float
+    registered: bool
+
+
+def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.ndarray] = None,
+                      mask: Optional[np.ndarray] = None, register: bool = True,
+                      max_shift: float = 0.15, shadow_tolerance: float = 0.6,
+                      prior_strength: float = 0.5, edge_softness: float = 1.0
+                      ) -> CleanPlateMatte:
+    """Alpha and foreground from a plate and its clean plate (both linear RGB, same size).
+
+    prior: an alpha from a semantic network (e.g. RVM), which settles pixels where the plate
+    matches the clean plate but belong to the subject; mask: a rough roto naming the target.
+    """
+    if float(np.max(np.abs(plate - clean))) < 1e-6:
+        warnings.warn("the clean plate is identical to the plate: it carries no information; "
+                      "using the prior alone", InputWarning, stacklevel=2)
+        alpha = prior if prior is not None else np.zeros(plate.shape[:2], np.float32)
+        return CleanPlateMatte(alpha.astype(np.float32), plate.copy(),
+                               np.zeros_like(alpha, np.float32), np.ones(3, np.float32), 0.0,
+                               False)
+    reg = (register_clean_plate(plate, clean, max_shift) if register
+           else Registration(clean, np.ones(plate.shape[:2], bool), np.eye(3)))
+    background = reg.background
+    gains = exposure_gains(plate, background)
+    if np.max(np.abs(gains - 1.0)) > 0.005:
+        background = background * gains
+    sigma = noise_sigma(plate, background)
+    observed, expected = plate, background
+    if sigma > 0.004:
+        # visible sensor noise: score a slightly smoothed difference (the soft edge is solved
+        # again at full resolution below), with the noise the smoothing leaves
+        observed = cv2.GaussianBlur(plate, (0, 0), 1.5)
+        expected = cv2.GaussianBlur(background, (0, 0), 1.5)
+        sigma = noise_sigma(observed, expected)
+    score = _min_over_shifts(observed, expected, sigma, shadow_tolerance)
+
+    sure_bg = (score < 2.5) & reg.covered
+    if mask is not None:
+        outside = cv2.dilate((mask > 0.05).astype(np.uint8), np.ones((25, 25), np.uint8)) == 0
+        sure_bg |= outside
+    evidence = smoothstep(score, 2.5, 12.0)
+    if prior is not None:
+        # where F looks like B the difference cannot decide; the prior settles it, but only
+        # next to foreground the difference already found: it never invents a subject
+        near = cv2.dilate((evidence > 0.5).astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+        evidence = np.where(near, np.maximum(evidence, prior_strength * prior), evidence)
+    evidence = np.where(sure_bg, 0.0, evidence)
+    # solid foreground: certain evidence away from the edge; its colours are the F that the
+    # soft pixels of the edge band mix with the known background
+    band = max(1, int(round(2 * edge_softness)))
+    kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    solid = cv2.erode((evidence > 0.999).astype(np.uint8), kernel) > 0
+    edge = ~solid & (cv2.dilate((evidence > 0.001).astype(np.uint8), kernel) > 0)
+    foreground_guess = propagated_colour(plate, solid.astype(np.float32))
+    solved, reliability = solve_alpha_known_background(plate, background, foreground_guess)
+    trust = smoothstep(reliability, 0.05, 0.3)
+    alpha = np.where(edge, trust * solved + (1.0 - trust) * evidence, evidence)
+    alpha = np.where(sure_bg, 0.0, alpha).astype(np.float32)
+    if not reg.covered.all() and prior is not None:
+        alpha = np.where(reg.covered, alpha, prior).astype(np.float32)
+    core_fg = solid
+
+    safe = np.maximum(alpha, 1e-3)[..., None]
+    unmixed = (plate - (1.0 - alpha[..., None]) * background) / safe
+    foreground = np.where((alpha > 0.25)[..., None], unmixed, foreground_guess)
+    foreground = np.where(core_fg[..., None], plate, foreground).astype(np.float32)
+    unknown = ~(core_fg | sure_bg)
+    confidence = np.where(unknown, trust, 1.0).astype(np.float32)
+    return CleanPlateMatte(alpha, foreground, confidence, gains, sigma,
+                           not np.allclose(reg.homography, np.eye(3)))
+
+
+def _min_over_shifts(plate: np.ndarray, background: np.ndarray, sigma: float,
+                     shadow_tolerance: float, radius: int = 1) -> np.ndarray:
+    """The difference score against the best-matching background pixel within `radius`:
+    absorbs the sub-pixel to one-pixel residual a global warp leaves."""
+    best = difference_score(plate, background, sigma, shadow_tolerance)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dx == 0 and dy == 0:
+                continue
+            shifted = np.roll(background, (dy, dx), axis=(0, 1))
+            np.minimum(best, difference_score(plate, shifted, sigma, shadow_tolerance), out=best)
+    return best

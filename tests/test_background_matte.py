@@ -1,0 +1,225 @@
+"""background-matte: the clean plate decides; registration, exposure, noise, shadows, bad input."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from mattekit.inference import cleanplate
+from mattekit.inference.cli import main
+from mattekit.inference.exrio import read_exr, write_exr
+from mattekit.inference.render import RenderJob, render
+
+W, H = 160, 120
+
+
+def textured_background(seed: int, width: int = W, height: int = H) -> np.ndarray:
+    """A linear background with structure at several scales (features to register on)."""
+    rng = np.random.default_rng(seed)
+    layers = [cv2.resize(rng.random((height // s + 1, width // s + 1, 3)).astype(np.float32),
+                         (width, height), interpolation=cv2.INTER_CUBIC) for s in (2, 6, 20)]
+    image = 0.05 + 0.3 * sum(layers) / 3.0
+    for _ in range(width * height // 400):  # sharp-cornered objects: features to match
+        x, y = int(rng.integers(0, width - 8)), int(rng.integers(0, height - 8))
+        w, h = int(rng.integers(4, 16)), int(rng.integers(4, 16))
+        image[y:y + h, x:x + w] = rng.random(3) * 0.6 + 0.05
+    return np.clip(image, 0.01, 1.0).astype(np.float32)
+
+
+def subject(width: int = W, height: int = H) -> tuple[np.ndarray, np.ndarray]:
+    """A soft-edged disc of a colour unlike the background, and its exact alpha."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    radius = np.hypot(xx - width * 0.45, yy - height * 0.5)
+    alpha = np.clip((height * 0.3 - radius) / 3.0 + 0.5, 0.0, 1.0).astype(np.float32)
+    fg = np.empty((height, width, 3), np.float32)
+    fg[...] = (0.8, 0.15, 0.6)
+    fg[..., 1] += 0.1 * np.sin(xx / 5.0)
+    return fg, alpha
+
+
+def composite(fg, alpha, bg):
+    return (alpha[..., None] * fg + (1 - alpha[..., None]) * bg).astype(np.float32)
+
+
+def mad(a, b) -> float:
+    return float(np.mean(np.abs(a - b)))
+
+
+def difference_key(plate, clean):
+    return np.clip(np.max(np.abs(plate - clean), axis=2) / 0.1, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    fg, alpha = subject()
+    bg = textured_background(1)
+    return fg, alpha, bg, composite(fg, alpha, bg)
+
+
+def test_when_the_clean_plate_is_exact_then_alpha_is_close_and_beats_a_difference_key(scene):
+    fg, alpha, bg, plate = scene
+    result = cleanplate.clean_plate_matte(plate, bg)
+    assert mad(result.alpha, alpha) < 0.01
+    assert mad(result.alpha, alpha) < 0.6 * mad(difference_key(plate, bg), alpha)
+    solid = alpha > 0.999
+    close = np.abs(result.foreground[solid] - fg[solid]).max(axis=1) < 5e-3
+    assert float(np.mean(close)) > 0.995
+
+
+def test_when_the_clean_plate_is_misregistered_then_registration_recovers_the_matte(scene):
+    fg, alpha, _, _ = scene
+    big = textured_background(2, int(W * 1.4), int(H * 1.4))
+    y0, x0 = (big.shape[0] - H) // 2, (big.shape[1] - W) // 2
+    centre = (big.shape[1] / 2, big.shape[0] / 2)
+    matrix = cv2.getRotationMatrix2D(centre, 3.0, 1.06)
+    warped = cv2.warpAffine(big, matrix, (big.shape[1], big.shape[0]),
+                            borderMode=cv2.BORDER_REFLECT)
+    plate_bg, clean = big[y0:y0 + H, x0:x0 + W], warped[y0:y0 + H, x0:x0 + W]
+    plate = composite(fg, alpha, plate_bg)
+    result = cleanplate.clean_plate_matte(plate, clean)
+    assert result.registered
+    assert mad(result.alpha, alpha) < 0.5 * mad(difference_key(plate, clean), alpha)
+    assert mad(result.alpha, alpha) < 0.04
+
+
+def test_when_the_clean_plate_is_brighter_then_the_exposure_change_is_undone(scene):
+    fg, alpha, bg, plate = scene
+    gains = cleanplate.exposure_gains(plate, bg * 1.25)
+    np.testing.assert_allclose(gains, 0.8, atol=0.02)
+    result = cleanplate.clean_plate_matte(plate, bg * 1.25)
+    assert mad(result.alpha, alpha) < 0.02
+
+
+def test_when_a_shadow_falls_on_the_background_then_it_stays_background(scene):
+    fg, alpha, bg, _ = scene
+    shade = np.ones((H, W), np.float32)
+    shade[:, 110:] = 0.55  # a hard shadow band the subject does not touch
+    plate = composite(fg, alpha, bg * shade[..., None])
+    result = cleanplate.clean_plate_matte(plate, bg)
+    assert float(np.mean(result.alpha[:, 115:])) < 0.02
+    assert float(np.mean(difference_key(plate, bg)[:, 115:])) > 0.5  # a plain key fails there
+
+
+def test_when_the_clean_plate_is_the_plate_itself_then_it_warns_and_is_not_black(scene):
+    _, _, _, plate = scene
+    prior = np.full((H, W), 0.7, np.float32)
+    with pytest.warns(UserWarning, match="identical to the plate"):
+        result = cleanplate.clean_plate_matte(plate, plate.copy(), prior=prior)
+    np.testing.assert_array_equal(result.alpha, prior)
+
+
+def test_when_a_mask_is_given_then_nothing_outside_it_is_foreground(scene):
+    fg, alpha, bg, _ = scene
+    intruder = bg.copy()
+    intruder[10:40, 120:150] = (0.9, 0.9, 0.1)  # something else entering the shot
+    plate = composite(fg, alpha, intruder)
+    mask = (alpha > 0.5).astype(np.float32)
+    unmasked = cleanplate.clean_plate_matte(plate, bg)
+    masked = cleanplate.clean_plate_matte(plate, bg, mask=mask)
+    assert float(np.mean(unmasked.alpha[10:40, 120:150])) > 0.9
+    assert float(np.mean(masked.alpha[10:40, 120:150])) < 0.01
+
+
+@pytest.fixture
+def shot(tmp_path, scene) -> Path:
+    _, _, bg, plate = scene
+    for frame in (1, 2, 3):
+        write_exr(tmp_path / f"plate.{frame:04d}.exr", plate, pixel_type="float")
+    write_exr(tmp_path / "clean.exr", bg, pixel_type="float")
+    return tmp_path
+
+
+def run(shot: Path, *extra: str) -> int:
+    return main(["render", "background-matte", "--plate", str(shot / "plate.####.exr"),
+                 "--out", str(shot / "out" / "m.####.exr"), "--cache-dir", str(shot / "cache"),
+                 "--colorspace", "lin_rec709", "--quiet", *extra])
+
+
+def test_when_rendered_from_the_cli_then_alpha_fg_and_confidence_are_written(shot, scene):
+    _, alpha, _, _ = scene
+    assert run(shot, "--clean-plate", str(shot / "clean.exr")) == 0
+    matte = read_exr(shot / "out" / "m.0002.exr")
+    assert mad(matte.alpha, alpha) < 0.01
+    assert "confidence.Y" in matte.layers
+    assert matte.metadata["mattekit/engine"] == "cleanplate"
+
+
+def test_when_the_clean_plate_is_smaller_with_the_same_aspect_then_it_is_resampled_with_a_warning(
+        shot, scene, capsys):
+    _, alpha, bg, _ = scene
+    write_exr(shot / "half.exr", cv2.resize(bg, (W // 2, H // 2), interpolation=cv2.INTER_AREA),
+              pixel_type="float")
+    assert run(shot, "--clean-plate", str(shot / "half.exr"), "--frames", "1") == 0
+    assert "resampled" in capsys.readouterr().err
+    assert mad(read_exr(shot / "out" / "m.0001.exr").alpha, alpha) < 0.05
+
+
+def test_when_the_clean_plate_has_another_aspect_then_the_error_names_file_and_frame(
+        shot, scene, capsys):
+    _, _, bg, _ = scene
+    write_exr(shot / "square.exr", bg[:, :H], pixel_type="float")
+    assert run(shot, "--clean-plate", str(shot / "square.exr"), "--frames", "2") == 1
+    err = capsys.readouterr().err
+    assert "square.exr" in err and "frame 2" in err and "aspect" in err
+    assert not (shot / "out" / "m.0002.exr").exists()
+
+
+def test_when_the_clean_plate_sequence_is_shorter_than_the_range_then_missing_frames_are_named(
+        shot, scene, capsys):
+    _, _, bg, _ = scene
+    write_exr(shot / "cp.0001.exr", bg, pixel_type="float")
+    assert run(shot, "--clean-plate", str(shot / "cp.####.exr"), "--frames", "1-3") == 1
+    err = capsys.readouterr().err
+    assert "cp.####.exr" in err and "2-3" in err
+
+
+def test_when_the_clean_plate_is_missing_then_the_error_says_to_give_one(shot, capsys):
+    assert run(shot) == 1
+    assert "--clean-plate" in capsys.readouterr().err
+
+
+def test_when_the_clean_plate_is_the_plate_itself_then_the_render_warns_and_uses_the_prior(
+        shot, capsys):
+    assert run(shot, "--clean-plate", str(shot / "plate.0001.exr"), "--frames", "1") == 0
+    assert "identical to the plate" in capsys.readouterr().err
+    matte = read_exr(shot / "out" / "m.0001.exr")
+    assert np.isfinite(matte.alpha).all()
+
+
+def test_when_the_engine_runs_then_warnings_are_not_raised_on_a_normal_plate(scene):
+    _, _, bg, plate = scene
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cleanplate.clean_plate_matte(plate, bg)
+
+
+def test_when_rendered_through_render_then_the_cache_serves_a_rerun(shot):
+    job = RenderJob(node="background-matte", plate=str(shot / "plate.####.exr"),
+                    clean_plate=str(shot / "clean.exr"), colorspace="lin_rec709",
+                    cache_root=shot / "cache2")
+    assert render(job).computed == [1, 2, 3]
+    assert render(job).cached == [1, 2, 3]
+    edited = RenderJob(node="background-matte", plate=str(shot / "plate.####.exr"),
+                       clean_plate=str(shot / "clean.exr"), colorspace="lin_rec709",
+                       cache_root=shot / "cache2", params={"shadow_tolerance": 0.3})
+    assert render(edited).computed == [1, 2, 3]
+
+
+def test_when_the_gizmo_knobs_are_read_then_they_are_exactly_the_engine_parameters():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))
+    from mattekit_host import knobs
+
+    from mattekit.inference.engines.registry import default_engine, load_manifest
+
+    manifest = load_manifest()
+    for kind in knobs.NODE_TYPES.values():
+        engine = manifest.default_engines.get(kind.worker_node)
+        if engine is None:
+            continue
+        spec = default_engine(kind.worker_node, manifest)
+        assert {p.name: p.default for p in kind.params} == dict(spec.defaults), kind.gizmo
