@@ -17,6 +17,8 @@ import numpy as np
 from mattekit.inference.errors import InputWarning
 
 REGISTRATION_SIZE = 640  # long side, in pixels, of the images features are matched on
+SCORING_SIZE = 960  # long side the difference is scored at (edges are solved at full size)
+FILL_SIZE = 480  # long side the smooth foreground colour fill is computed at
 
 
 @dataclass
@@ -89,8 +91,10 @@ def register_clean_plate(plate: np.ndarray, clean: np.ndarray, max_shift: float 
     covered = cv2.warpPerspective(np.ones((height, width), np.uint8), homography,
                                   (width, height), flags=cv2.INTER_NEAREST,
                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0
-    if _background_fit(plate, background, covered) >= _background_fit(plate, clean,
-                                                                       unregistered.covered):
+    small = [downsized(x, REGISTRATION_SIZE) for x in (plate, background, clean)]
+    small_covered = downsized(covered.astype(np.float32), REGISTRATION_SIZE) > 0.999
+    if _background_fit(small[0], small[1], small_covered) >= _background_fit(
+            small[0], small[2], np.ones(small_covered.shape, bool)):
         return unregistered
     return Registration(background, covered, homography)
 
@@ -139,8 +143,8 @@ def difference_score(plate: np.ndarray, background: np.ndarray, sigma: float,
     """
     b_energy = np.einsum("hwc,hwc->hw", background, background)
     ratio = np.einsum("hwc,hwc->hw", plate, background) / (b_energy + 1e-8)
-    full = np.linalg.norm(plate - background, axis=2)
-    chroma = np.linalg.norm(plate - ratio[..., None] * background, axis=2)
+    full = _length(plate - background)
+    chroma = _length(plate - ratio[..., None] * background)
     noise = sigma * np.sqrt(3.0) + 0.01 * np.sqrt(b_energy) + 1e-4
     # unchanged chromaticity: the plate pixel lies within ~2 degrees of the background's colour
     # direction (plus noise): a darker subject of merely similar hue does not pass
@@ -181,8 +185,28 @@ def solve_alpha_known_background(plate: np.ndarray, background: np.ndarray,
     f_minus_b = foreground - background
     denom = np.einsum("hwc,hwc->hw", f_minus_b, f_minus_b)
     alpha = np.einsum("hwc,hwc->hw", plate - background, f_minus_b) / np.maximum(denom, 1e-8)
-    reliability = np.sqrt(denom) / (np.linalg.norm(background, axis=2) + 0.05)
+    reliability = np.sqrt(denom) / (_length(background) + 0.05)
     return np.clip(alpha, 0.0, 1.0).astype(np.float32), reliability.astype(np.float32)
+
+
+def _length(rgb: np.ndarray) -> np.ndarray:
+    """Per-pixel Euclidean length of an (H, W, 3) array (einsum: ~4x numpy.linalg.norm)."""
+    return np.sqrt(np.einsum("hwc,hwc->hw", rgb, rgb))
+
+
+def downsized(image: np.ndarray, long_side: int) -> np.ndarray:
+    """`image` area-averaged so its long side is at most `long_side` (unchanged if smaller)."""
+    scale = long_side / max(image.shape[:2])
+    if scale >= 1.0:
+        return image
+    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+
+def resized_to(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """`image` bilinearly resampled to (height, width) = shape[:2] (unchanged if equal)."""
+    if image.shape[:2] == tuple(shape[:2]):
+        return image
+    return cv2.resize(image, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
 def smoothstep(x: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -220,18 +244,19 @@ def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.n
     reg = (register_clean_plate(plate, clean, max_shift) if register
            else Registration(clean, np.ones(plate.shape[:2], bool), np.eye(3)))
     background = reg.background
-    gains = exposure_gains(plate, background)
+    gains = exposure_gains(downsized(plate, SCORING_SIZE), downsized(background, SCORING_SIZE))
     if np.max(np.abs(gains - 1.0)) > 0.005:
         background = background * gains
-    sigma = noise_sigma(plate, background)
-    observed, expected = plate, background
+    observed, expected = downsized(plate, SCORING_SIZE), downsized(background, SCORING_SIZE)
+    sigma = noise_sigma(observed, expected)
     if sigma > 0.004:
         # visible sensor noise: score a slightly smoothed difference (the soft edge is solved
         # again at full resolution below), with the noise the smoothing leaves
-        observed = cv2.GaussianBlur(plate, (0, 0), 1.5)
-        expected = cv2.GaussianBlur(background, (0, 0), 1.5)
+        observed = cv2.GaussianBlur(observed, (0, 0), 1.5)
+        expected = cv2.GaussianBlur(expected, (0, 0), 1.5)
         sigma = noise_sigma(observed, expected)
-    score = _min_over_shifts(observed, expected, sigma, shadow_tolerance)
+    score = resized_to(_min_over_shifts(observed, expected, sigma, shadow_tolerance),
+                       plate.shape[:2])
 
     sure_bg = (score < 2.5) & reg.covered
     if mask is not None:
@@ -250,7 +275,10 @@ def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.n
     kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
     solid = cv2.erode((evidence > 0.999).astype(np.uint8), kernel) > 0
     edge = ~solid & (cv2.dilate((evidence > 0.001).astype(np.uint8), kernel) > 0)
-    foreground_guess = propagated_colour(plate, solid.astype(np.float32))
+    foreground_guess = resized_to(propagated_colour(downsized(plate, FILL_SIZE),
+                                                    downsized(solid.astype(np.float32),
+                                                              FILL_SIZE)), plate.shape[:2])
+    foreground_guess = np.where(solid[..., None], plate, foreground_guess)
     solved, reliability = solve_alpha_known_background(plate, background, foreground_guess)
     trust = smoothstep(reliability, 0.05, 0.3)
     alpha = np.where(edge, trust * solved + (1.0 - trust) * evidence, evidence)
