@@ -64,7 +64,7 @@ def _estimate_homography(a: np.ndarray, b: np.ndarray) -> Optional[np.ndarray]:
     return homography
 
 
-def register_clean_plate(plate: np.ndarray, clean: np.ndarray, max_shift: float = 0.15
+def register_clean_plate(plate: np.ndarray, clean: np.ndarray, max_shift: float = 0.25
                          ) -> Registration:
     """Warp `clean` onto `plate` with a homography from feature matches, kept only when it
     explains the plate better than the clean plate as it is.
@@ -87,7 +87,7 @@ def register_clean_plate(plate: np.ndarray, clean: np.ndarray, max_shift: float 
     if displacement.max() > max_shift * np.hypot(width, height) or displacement.max() < 0.25:
         return unregistered
     background = cv2.warpPerspective(clean, homography, (width, height),
-                                     flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                                     flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     covered = cv2.warpPerspective(np.ones((height, width), np.uint8), homography,
                                   (width, height), flags=cv2.INTER_NEAREST,
                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0
@@ -226,7 +226,7 @@ class CleanPlateMatte:
 
 def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.ndarray] = None,
                       mask: Optional[np.ndarray] = None, register: bool = True,
-                      max_shift: float = 0.15, shadow_tolerance: float = 0.6,
+                      max_shift: float = 0.25, shadow_tolerance: float = 0.6,
                       prior_strength: float = 0.5, edge_softness: float = 1.0
                       ) -> CleanPlateMatte:
     """Alpha and foreground from a plate and its clean plate (both linear RGB, same size).
@@ -249,7 +249,7 @@ def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.n
         background = background * gains
     observed, expected = downsized(plate, SCORING_SIZE), downsized(background, SCORING_SIZE)
     sigma = noise_sigma(observed, expected)
-    if sigma > 0.004:
+    if sigma > 0.004 or not np.allclose(reg.homography, np.eye(3)):
         # visible sensor noise: score a slightly smoothed difference (the soft edge is solved
         # again at full resolution below), with the noise the smoothing leaves
         observed = cv2.GaussianBlur(observed, (0, 0), 1.5)
@@ -283,8 +283,11 @@ def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.n
     trust = smoothstep(reliability, 0.05, 0.3)
     alpha = np.where(edge, trust * solved + (1.0 - trust) * evidence, evidence)
     alpha = np.where(sure_bg, 0.0, alpha).astype(np.float32)
-    if not reg.covered.all() and prior is not None:
-        alpha = np.where(reg.covered, alpha, prior).astype(np.float32)
+    if not reg.covered.all():
+        # no clean-plate pixels there: not guessed from the difference; the prior's answer
+        # (or background without one), and zero confidence in the confidence layer
+        fallback = prior if prior is not None else np.zeros_like(alpha)
+        alpha = np.where(reg.covered, alpha, fallback).astype(np.float32)
     core_fg = solid
 
     safe = np.maximum(alpha, 1e-3)[..., None]
@@ -292,7 +295,8 @@ def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.n
     foreground = np.where((alpha > 0.25)[..., None], unmixed, foreground_guess)
     foreground = np.where(core_fg[..., None], plate, foreground).astype(np.float32)
     unknown = ~(core_fg | sure_bg)
-    confidence = np.where(unknown, trust, 1.0).astype(np.float32)
+    confidence = np.where(unknown, trust, 1.0)
+    confidence = np.where(reg.covered, confidence, 0.0).astype(np.float32)
     return CleanPlateMatte(alpha, foreground, confidence, gains, sigma,
                            not np.allclose(reg.homography, np.eye(3)))
 

@@ -83,6 +83,9 @@ def test_when_the_clean_plate_is_misregistered_then_registration_recovers_the_ma
     assert result.registered
     assert mad(result.alpha, alpha) < 0.5 * mad(difference_key(plate, clean), alpha)
     assert mad(result.alpha, alpha) < 0.04
+    # the plate's corners have no clean-plate pixels after alignment: not guessed
+    assert result.confidence[0, 0] == 0.0 and result.alpha[0, 0] == 0.0
+    assert float(np.mean(result.confidence[H // 2 - 5:H // 2 + 5, 5:15])) > 0.9
 
 
 def test_when_the_clean_plate_is_brighter_then_the_exposure_change_is_undone(scene):

@@ -106,7 +106,7 @@ NODE_TYPES: Dict[str, NodeType] = {t.gizmo: t for t in (
     NodeType("BackgroundMatte", "background-matte", ("Plate", "CleanPlate", "Mask"),
              (DEFAULT_ENGINE,),
              (ParamKnob("register", "bool", True),
-              ParamKnob("max_shift", "float", 0.15, 0.0),
+              ParamKnob("max_shift", "float", 0.25, 0.0),
               ParamKnob("shadow_tolerance", "float", 0.6, 0.0),
               ParamKnob("prior_strength", "float", 0.5, 0.0),
               ParamKnob("edge_softness", "float", 1.0, 0.0))),
