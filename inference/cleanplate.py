@@ -249,7 +249,8 @@ def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.n
         background = background * gains
     observed, expected = downsized(plate, SCORING_SIZE), downsized(background, SCORING_SIZE)
     sigma = noise_sigma(observed, expected)
-    if sigma > 0.004 or not np.allclose(reg.homography, np.eye(3)):
+    noisy = noise_sigma(plate, background) > 0.004
+    if noisy or not np.allclose(reg.homography, np.eye(3)):
         # visible sensor noise: score a slightly smoothed difference (the soft edge is solved
         # again at full resolution below), with the noise the smoothing leaves
         observed = cv2.GaussianBlur(observed, (0, 0), 1.5)
@@ -279,7 +280,15 @@ def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.n
                                                     downsized(solid.astype(np.float32),
                                                               FILL_SIZE)), plate.shape[:2])
     foreground_guess = np.where(solid[..., None], plate, foreground_guess)
-    solved, reliability = solve_alpha_known_background(plate, background, foreground_guess)
+    if noisy:
+        # the per-pixel solve would carry the sensor noise straight into alpha: solve on
+        # lightly smoothed plate and background (the edge is still located at full size)
+        solved, reliability = solve_alpha_known_background(
+            cv2.GaussianBlur(plate, (0, 0), 1.0), cv2.GaussianBlur(background, (0, 0), 1.0),
+            foreground_guess)
+    else:
+        solved, reliability = solve_alpha_known_background(plate, background,
+                                                           foreground_guess)
     trust = smoothstep(reliability, 0.05, 0.3)
     alpha = np.where(edge, trust * solved + (1.0 - trust) * evidence, evidence)
     alpha = np.where(sure_bg, 0.0, alpha).astype(np.float32)

@@ -12,11 +12,12 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from mattekit import ocio
-from mattekit.inference.cleanplate import clean_plate_matte
+from mattekit.inference.cleanplate import clean_plate_matte, downsized, resized_to
 from mattekit.inference.engines.rvm import MatteResult, RvmEngine
 from mattekit.inference.errors import EngineError
 
-ENGINE_VERSION = "cleanplate-1"
+ENGINE_VERSION = "cleanplate-2"  # bump when a change alters the output (invalidates caches)
+PRIOR_SIZE = 320  # long side the RVM prior runs at (a coarse "which regions are the subject")
 
 
 class BackgroundMatteEngine:
@@ -47,15 +48,21 @@ class BackgroundMatteEngine:
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         """Stateless: nothing to restore."""
 
+    def _prior(self, src: np.ndarray) -> np.ndarray:
+        """RVM's alpha, computed at <= PRIOR_SIZE px and resampled: the prior only settles
+        which regions belong to the subject; the edges come from the clean plate."""
+        small = downsized(src, PRIOR_SIZE)
+        srgb = self._to_srgb.apply(small)
+        np.clip(srgb, 0.0, 1.0, out=srgb)
+        self.prior.reset()
+        return resized_to(self.prior.process(srgb).alpha, src.shape[:2])
+
     def process(self, src: np.ndarray, inputs: Optional[Mapping[str, np.ndarray]] = None
                 ) -> MatteResult:
         """Matte one frame; `inputs` must hold "clean_plate" (same size) and may hold "mask"."""
         if not inputs or inputs.get("clean_plate") is None:
             raise EngineError("background-matte needs a clean plate (--clean-plate)")
-        srgb = self._to_srgb.apply(src)
-        np.clip(srgb, 0.0, 1.0, out=srgb)
-        self.prior.reset()
-        prior = self.prior.process(srgb).alpha if self.params["prior_strength"] > 0 else None
+        prior = self._prior(src) if self.params["prior_strength"] > 0 else None
         result = clean_plate_matte(
             src, inputs["clean_plate"], prior=prior, mask=inputs.get("mask"),
             register=bool(self.params["register"]), max_shift=float(self.params["max_shift"]),
