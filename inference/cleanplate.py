@@ -297,13 +297,12 @@ def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.n
         # (or background without one), and zero confidence in the confidence layer
         fallback = prior if prior is not None else np.zeros_like(alpha)
         alpha = np.where(reg.covered, alpha, fallback).astype(np.float32)
-    core_fg = solid
 
     safe = np.maximum(alpha, 1e-3)[..., None]
     unmixed = (plate - (1.0 - alpha[..., None]) * background) / safe
     foreground = np.where((alpha > 0.25)[..., None], unmixed, foreground_guess)
-    foreground = np.where(core_fg[..., None], plate, foreground).astype(np.float32)
-    unknown = ~(core_fg | sure_bg)
+    foreground = np.where(solid[..., None], plate, foreground).astype(np.float32)
+    unknown = ~(solid | sure_bg)
     confidence = np.where(unknown, trust, 1.0)
     confidence = np.where(reg.covered, confidence, 0.0).astype(np.float32)
     return CleanPlateMatte(alpha, foreground, confidence, gains, sigma,

@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-from mattekit.inference.errors import InputWarning
+from mattekit.inference.errors import ExrError, InputWarning
 from mattekit.inference.exrio import ExrImage, read_image
 
 
@@ -31,7 +31,8 @@ def replace_nonfinite(rgb: np.ndarray) -> int:
 def load_plate(path: Path, frame: Optional[int]) -> ExrImage:
     """Read one plate frame (EXR, PNG, JPEG, TIFF) with non-finite pixels repaired."""
     image = read_image(path, frame)
-    assert image.rgb is not None  # read_image raises when a plate has no RGB
+    if image.rgb is None:
+        raise ExrError("no RGB channels to matte", path, frame)
     count = replace_nonfinite(image.rgb)
     if count:
         where = f"{path}, frame {frame}" if frame is not None else str(path)

@@ -203,6 +203,8 @@ class _Renderer:
             for folder in sorted({p.parent for p in self.outputs}):
                 ensure_writable_folder(folder)
         self.extra_paths = self._extra_inputs()
+        self._stills: dict[Path, np.ndarray] = {}
+        self._stills_lock = threading.Lock()
         self.config = ocio.load_config(job.ocio_config)
         self.input_space = default_input_space(self.config, self.paths[0], job.colorspace)
         # a warm engine may be handed in (the worker keeps models loaded between requests)
@@ -281,6 +283,22 @@ class _Renderer:
 
     # -- the stages -------------------------------------------------------------------------
 
+    def _clean_plate(self, index: int, shape: tuple[int, int]) -> np.ndarray:
+        """The clean plate for frame `index` in the engine's space; a still is decoded and
+        converted once per render, not once per frame (engines never modify their inputs)."""
+        path = self.extra_paths["clean_plate"][index]
+        with self._stills_lock:
+            if path in self._stills:
+                return self._stills[path]
+        clean = load_plate(path, self.frames[index]).rgb
+        clean = self.to_engine.apply(matched_size(clean, shape, path, self.frames[index]))
+        if self.spec.clip_input:
+            np.clip(clean, 0.0, 1.0, out=clean)
+        if self.job.clean_plate is not None and not parse_pattern(self.job.clean_plate).is_sequence:
+            with self._stills_lock:
+                self._stills[path] = clean
+        return clean
+
     def decode(self, index: int) -> _Decoded:
         """Read frame `index` and convert it to the engine's space (runs on a reader thread)."""
         frame = self.frames[index] if self.pattern.is_sequence else None
@@ -291,12 +309,7 @@ class _Renderer:
         inputs: dict[str, np.ndarray] = {}
         shape = engine_src.shape[:2]
         if "clean_plate" in self.extra_paths:
-            path = self.extra_paths["clean_plate"][index]
-            clean = load_plate(path, self.frames[index]).rgb
-            clean = self.to_engine.apply(matched_size(clean, shape, path, self.frames[index]))
-            if self.spec.clip_input:
-                np.clip(clean, 0.0, 1.0, out=clean)
-            inputs["clean_plate"] = clean
+            inputs["clean_plate"] = self._clean_plate(index, shape)
         if "mask" in self.extra_paths:
             path = self.extra_paths["mask"][index]
             mask = mask_of(read_image(path, self.frames[index]), path, self.frames[index])
