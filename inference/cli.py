@@ -157,6 +157,10 @@ def _models() -> int:
     manifest = load_manifest()
     for name, engine in sorted(manifest.engines.items()):
         print(f"engine {name}  (node {engine.node}; input space '{engine.input_space}')")
+        if engine.model is None and "checkpoint" in engine.defaults:
+            print("  model: none shipped; runs a trained checkpoint "
+                  "(--param checkpoint=PATH, needs the train extra)")
+            continue
         if engine.model is None:
             print("  model: none (classical)")
             continue

@@ -49,3 +49,44 @@ def test_when_uninstalling_then_exactly_the_block_is_removed(installer, tmp_path
 def test_when_the_install_is_unchanged_then_the_fingerprint_is_stable(installer):
     assert installer.install_fingerprint("cpu") == installer.install_fingerprint("cpu")
     assert installer.install_fingerprint("cpu") != installer.install_fingerprint("gpu")
+
+
+def test_when_train_is_asked_for_then_torch_is_in_the_extras_and_the_fingerprint_changes(
+        installer):
+    assert installer.pip_extras("cpu") == "cpu,dev"
+    assert installer.pip_extras("gpu", train=True) == "gpu,dev,train"
+    plain = installer.install_fingerprint(installer.pip_extras("cpu"))
+    train = installer.install_fingerprint(installer.pip_extras("cpu", train=True))
+    assert plain != train
+    assert train == installer.install_fingerprint(installer.pip_extras("cpu", train=True))
+
+
+def test_when_rerun_with_the_same_flags_then_pip_is_not_run_again(installer, tmp_path,
+                                                                  monkeypatch):
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    calls = []
+    monkeypatch.setattr(installer, "venv_python", lambda venv_dir=None: python)
+    monkeypatch.setattr(installer, "STAMP", tmp_path / "venv" / "stamp")
+    monkeypatch.setattr(installer, "has_cuda_gpu", lambda: False)
+    monkeypatch.setattr(installer, "pip", lambda py, *args: calls.append(args))
+    installer.set_up_venv(force=False, train=True)
+    assert calls[0] == ("-e", f"{ROOT}[cpu,dev,train]")
+    count = len(calls)
+    installer.set_up_venv(force=False, train=True)
+    assert len(calls) == count  # same flags: a no-op
+    installer.set_up_venv(force=False, train=False)
+    assert calls[count] == ("-e", f"{ROOT}[cpu,dev]")  # other flags: pip runs again
+
+
+def test_when_train_is_given_on_the_command_line_then_set_up_gets_it(installer, monkeypatch):
+    seen = {}
+
+    def set_up(force, train=False):
+        seen.update(force=force, train=train)
+        return Path("/opt/venv/bin/python")
+
+    monkeypatch.setattr(installer, "set_up_venv", set_up)
+    assert installer.main(["--train"]) == 0
+    assert seen == {"force": False, "train": True}

@@ -47,9 +47,9 @@ class EngineSpec:
     description: str
     module: str
     factory: str
-    model: Optional[str]
     input_space: str
     temporal: bool
+    model: Optional[str] = None     # None: no shipped model file (classical, or a checkpoint)
     defaults: Mapping[str, Any] = field(default_factory=dict)
     clip_input: bool = True
     inputs: tuple[str, ...] = ()

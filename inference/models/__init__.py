@@ -1,0 +1,51 @@
+"""The paper architectures behind mattekit's nodes, in PyTorch: trainable, exportable to ONNX.
+
+For people training or exporting networks. The worker never needs this package to run a default
+engine: torch is the optional ``train`` extra, and nothing here is imported unless a learned
+engine (``engines.py``) is configured with a checkpoint.
+
+No pretrained weights exist for these networks; none are shipped or downloaded. A checkpoint is
+what ``checkpoint.save_checkpoint`` writes after training.
+
+Architectures, by name (a registry the tests loop over)::
+
+    cinematte    CineMatte: frozen Siamese ViT + FBAM cross-attention + DPT decoder + JAFAR-style
+                 upsampler (inference/models/cinematte)
+    bgvitmatte   background-conditioned ViTMatte of the capture-stage paper: the clean plate
+                 enters as extra input channels (inference/models/bgvitmatte)
+
+Every network follows one calling convention (RobustVideoMatting's)::
+
+    fgr, pha = model(src, bgr)        # src, bgr: (B, 3, H, W) in 0..1 -> (B, 3, H, W), (B, 1, H, W)
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Mapping, Optional
+
+from mattekit.inference.models.export import export_onnx
+
+# name -> (module, entry class); imported lazily so that listing them needs no torch
+ARCHITECTURES: dict[str, tuple[str, str]] = {
+    "cinematte": ("mattekit.inference.models.cinematte", "CineMatte"),
+    "bgvitmatte": ("mattekit.inference.models.bgvitmatte", "BgViTMatte"),
+}
+
+
+def architecture_class(name: str) -> Any:
+    """The entry class of an architecture by name; an unknown name lists the valid ones."""
+    try:
+        module_name, class_name = ARCHITECTURES[name]
+    except KeyError:
+        valid = ", ".join(sorted(ARCHITECTURES))
+        raise ValueError(f"unknown architecture '{name}'; known architectures: {valid}") from None
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def build_model(name: str, config: Optional[Mapping[str, Any]] = None) -> Any:
+    """A freshly initialised network (random weights: train it before use) from a config dict."""
+    cls = architecture_class(name)
+    return cls(cls.config_class.from_dict(dict(config or {})))
+
+
+__all__ = ["ARCHITECTURES", "architecture_class", "build_model", "export_onnx"]
