@@ -1,6 +1,7 @@
 """mattekit: machine-learning matting for compositing, from the command line and on the farm.
 
     mattekit render video-matte --plate plate.####.exr --frames 1001-1020 --out matte.####.exr
+    mattekit render video-matte --plate plate.####.exr --mask roto.####.exr --out matte.####.exr
     mattekit demo
     mattekit models
     mattekit cache ls | gc | clear
@@ -58,7 +59,9 @@ def _parsed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                               "sequence covering the range (same colour space "
                                               "as the plate)")
     render.add_argument("--mask", help="optional rough matte (Roto) naming the target: its "
-                                       "alpha, else its first channel")
+                                       "alpha, else its first channel. video-matte: a sequence "
+                                       "holds key frames only (e.g. just roto.1001.exr); a "
+                                       "still is the key of the plate's first frame")
     render.add_argument("--frames", help="frame range: 1001-1100, 1001-1100x2, 1,5,9-12 "
                                          "(default: every frame on disk)")
     render.add_argument("--out", help="output EXR file or sequence (default: results stay in "

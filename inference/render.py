@@ -46,16 +46,25 @@ from mattekit.inference.errors import (
     InputError,
     InputWarning,
     MattekitError,
+    MissingFramesError,
     OutputError,
     RenderCancelled,
 )
 from mattekit.inference.exrio import ExrImage, read_image, write_exr
 from mattekit.inference.foreground import premultiplied_foreground
 from mattekit.inference.plate import load_plate
-from mattekit.inference.sequence import FramePattern, frames_for, parse_pattern, require_frames
+from mattekit.inference.sequence import (
+    FramePattern,
+    format_frame_list,
+    frames_for,
+    parse_pattern,
+    require_frames,
+)
+from mattekit.inference.warmup import Timeline, build_timeline
 
 RESULT_FILE = "matte.exr"
 STATE_FILE = "state.npz"
+JUMP_MARK = "jump"  # joins the key chain where a render's timeline skips frames (an anchor)
 INTEGER_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 
 
@@ -177,6 +186,24 @@ def mask_of(image: ExrImage, path: Path, frame: int) -> np.ndarray:
     return np.clip(np.ascontiguousarray(image.rgb[..., 0]), 0.0, 1.0)
 
 
+def check_key_mask(mask: np.ndarray, path: Path, frame: int) -> None:
+    """A key mask must name a target: InputError naming file and frame when it is empty."""
+    if not np.any(mask > 0.5):
+        raise InputError("the key mask is empty (no pixel above 0.5): draw the target on this "
+                         "frame, or delete the file so the frame is not a key frame", path, frame)
+
+
+def warmup_count(params: Mapping[str, Any]) -> Optional[int]:
+    """The ``warmup_frames`` parameter of a temporal engine: a count (0 when it has none), or
+    None for -1, "from the first frame of the shot"."""
+    value = params.get("warmup_frames", 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < -1 \
+            or int(value) != value:
+        raise MattekitError(f"warmup_frames is {value!r}; it must be a whole number >= 0, "
+                            "or -1 for the whole shot before the first rendered frame")
+    return None if value == -1 else int(value)
+
+
 def parallel_digests(paths: Sequence[Path], threads: int) -> list[str]:
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return list(pool.map(digest_file, paths))
@@ -196,12 +223,19 @@ class _Renderer:
                 f"engine '{self.spec.name}' belongs to node '{self.spec.node}', not '{job.node}'"
             )
         self.pattern: FramePattern = parse_pattern(job.plate)
-        self.frames = frames_for(self.pattern, job.frames)
-        self.paths = require_frames(self.pattern, self.frames)
-        self.outputs = output_paths(job.out, self.frames)
-        if self.outputs:
-            for folder in sorted({p.parent for p in self.outputs}):
+        requested = frames_for(self.pattern, job.frames)
+        require_frames(self.pattern, requested)
+        outputs = output_paths(job.out, requested)
+        if outputs:
+            for folder in sorted({p.parent for p in outputs}):
                 ensure_writable_folder(folder)
+        self.params = {**self.spec.defaults, **job.params}
+        self.key_paths = self._key_inputs(requested)
+        self.timeline = self._timeline(requested)
+        self.frames = self.timeline.frames  # every frame the engine sees, warm-up included
+        self.paths = [self.pattern.path_for(f) for f in self.frames]
+        self.outputs: Optional[list[Optional[Path]]] = (
+            None if outputs is None else [None] * self.timeline.first_output + list(outputs))
         self.extra_paths = self._extra_inputs()
         self._stills: dict[Path, np.ndarray] = {}
         self._stills_lock = threading.Lock()
@@ -215,7 +249,6 @@ class _Renderer:
         self.cache = (FrameCache(job.cache_root or FrameCache.default_root(),
                                  max_bytes=FrameCache.default_max_bytes())
                       if job.use_cache else None)
-        self.params = {**self.spec.defaults, **job.params}
         self.key_params = {
             "engine_version": self.engine.version,
             "params": self.params,
@@ -226,11 +259,11 @@ class _Renderer:
         }
         self.keys = self._frame_keys(self._input_digests())
 
-    def _extra_inputs(self) -> dict[str, list[Path]]:
-        """Files of the engine's other inputs (clean plate, mask) for every frame; a still
-        (no frame token) serves every frame, a sequence must cover the whole range."""
+    def _given_inputs(self) -> dict[str, str]:
+        """The engine's other inputs the job names (clean plate, mask), checked against the
+        engine: a required one missing or one the engine does not take is an error."""
         given = {"clean_plate": self.job.clean_plate, "mask": self.job.mask}
-        paths: dict[str, list[Path]] = {}
+        named: dict[str, str] = {}
         for name, pattern_text in given.items():
             flag = "--" + name.replace("_", "-")
             if pattern_text is None:
@@ -241,19 +274,78 @@ class _Renderer:
             if name not in self.spec.inputs:
                 raise MattekitError(f"{flag} is not an input of {self.job.node} "
                                     f"(engine '{self.spec.name}')")
+            named[name] = pattern_text
+        return named
+
+    def _key_inputs(self, requested: Sequence[int]) -> dict[str, dict[int, Path]]:
+        """Key-frame inputs (a video-matte mask): frame -> file for the frames on disk. A
+        still is the key of the shot's first frame. Key frames without a plate frame are an
+        error; requested frames before the first key are rendered unguided, with a warning."""
+        keys: dict[str, dict[int, Path]] = {}
+        plate_frames = self.pattern.glob() if self.pattern.is_sequence else list(requested)
+        for name, pattern_text in self._given_inputs().items():
+            if name not in self.spec.key_inputs:
+                continue
             pattern = parse_pattern(pattern_text)
-            paths[name] = require_frames(pattern, self.frames if pattern.is_sequence
-                                         else self.frames[:1])
             if not pattern.is_sequence:
-                paths[name] = paths[name] * len(self.frames)
+                require_frames(pattern, [0])
+                keys[name] = {plate_frames[0]: pattern.path_for(0)}
+                continue
+            on_disk = pattern.glob()
+            if not on_disk:
+                raise MissingFramesError("no key frames on disk (a key-frame sequence needs at "
+                                         "least one frame, e.g. the first frame's Roto)",
+                                         pattern.text)
+            orphans = sorted(set(on_disk) - set(plate_frames))
+            if orphans:
+                raise InputError(
+                    f"key frame(s) {format_frame_list(orphans)} have no plate frame (plate "
+                    f"frames on disk: {format_frame_list(plate_frames)}); renumber the mask "
+                    "to the plate's frames or remove those files", pattern.text, orphans[0])
+            keys[name] = {f: pattern.path_for(f) for f in on_disk}
+            unguided = [f for f in requested if f < on_disk[0]]
+            if unguided:
+                warnings.warn(f"{pattern.text}: frames {format_frame_list(unguided)} come "
+                              f"before the first key frame ({on_disk[0]}) and are not locked "
+                              "to a target", InputWarning, stacklevel=3)
+        return keys
+
+    def _timeline(self, requested: Sequence[int]) -> Timeline:
+        """Warm-up (and anchor) frames before the requested ones, for a temporal engine."""
+        if not self.spec.temporal or not self.pattern.is_sequence:
+            return Timeline(frames=list(requested), first_output=0, jump_index=None)
+        keys = sorted({f for frames in self.key_paths.values() for f in frames})
+        return build_timeline(requested, set(self.pattern.glob()), warmup_count(self.params),
+                              keys)
+
+    def _extra_inputs(self) -> dict[str, list[Optional[Path]]]:
+        """Files of the engine's other inputs for every frame of the timeline: a key input
+        has a file on its key frames only (None elsewhere); otherwise a still (no frame token)
+        serves every frame and a sequence must cover the whole range."""
+        paths: dict[str, list[Optional[Path]]] = {}
+        for name, pattern_text in self._given_inputs().items():
+            if name in self.key_paths:
+                keys = self.key_paths[name]
+                paths[name] = [keys.get(f) for f in self.frames]
+                continue
+            pattern = parse_pattern(pattern_text)
+            found: list[Optional[Path]] = list(require_frames(
+                pattern, self.frames if pattern.is_sequence else self.frames[:1]))
+            paths[name] = found if pattern.is_sequence else found * len(self.frames)
         return paths
 
     def _input_digests(self) -> list[list[str]]:
-        """Per frame, the digests of every input file (plate first)."""
-        columns = [self.paths] + [self.extra_paths[name] for name in sorted(self.extra_paths)]
-        unique = sorted({p for column in columns for p in column})
+        """Per frame, the digests of every input file (plate first; "" where a key input has
+        no file), and a mark where the timeline jumps (after an anchor frame)."""
+        columns: list[Sequence[Optional[Path]]] = [self.paths]
+        columns += [self.extra_paths[name] for name in sorted(self.extra_paths)]
+        unique = sorted({p for column in columns for p in column if p is not None})
         digest_of = dict(zip(unique, parallel_digests(unique, self.job.io_threads)))
-        return [[digest_of[column[i]] for column in columns] for i in range(len(self.frames))]
+        digests = [[digest_of[path] if path is not None else "" for path in row]
+                   for row in zip(*columns)]
+        if self.timeline.jump_index is not None:
+            digests[self.timeline.jump_index].append(JUMP_MARK)
+        return digests
 
     def _frame_keys(self, digests: Sequence[Sequence[str]]) -> list[str]:
         if not self.spec.temporal:
@@ -287,6 +379,8 @@ class _Renderer:
         """The clean plate for frame `index` in the engine's space; a still is decoded and
         converted once per render, not once per frame (engines never modify their inputs)."""
         path = self.extra_paths["clean_plate"][index]
+        if path is None:
+            raise MattekitError(f"no clean plate for frame {self.frames[index]}")
         with self._stills_lock:
             if path in self._stills:
                 return self._stills[path]
@@ -310,10 +404,13 @@ class _Renderer:
         shape = engine_src.shape[:2]
         if "clean_plate" in self.extra_paths:
             inputs["clean_plate"] = self._clean_plate(index, shape)
-        if "mask" in self.extra_paths:
-            path = self.extra_paths["mask"][index]
-            mask = mask_of(read_image(path, self.frames[index]), path, self.frames[index])
-            inputs["mask"] = matched_size(mask, shape, path, self.frames[index])
+        mask_path = self.extra_paths.get("mask", [None] * len(self.frames))[index]
+        if mask_path is not None:
+            frame_number = self.frames[index]
+            mask = mask_of(read_image(mask_path, frame_number), mask_path, frame_number)
+            if "mask" in self.key_paths:
+                check_key_mask(mask, mask_path, frame_number)
+            inputs["mask"] = matched_size(mask, shape, mask_path, frame_number)
         return _Decoded(image=image, engine_src=engine_src, inputs=inputs)
 
     def encode(self, index: int, decoded: _Decoded, result: Any,
@@ -331,10 +428,9 @@ class _Renderer:
             "pixel_type": self.job.pixel_type, "compression": self.job.compression,
             "layers": layers}
         if self.cache is None:
-            assert self.outputs is not None
-            write_exr(self.outputs[index], fg, result.alpha, **write_args)
-            return FrameResult(self.frames[index], self.outputs[index], False,
-                               time.perf_counter() - started)
+            out = self.output(index)
+            write_exr(out, fg, result.alpha, **write_args)
+            return FrameResult(self.frames[index], out, False, time.perf_counter() - started)
         with self.cache.writer(key) as writer:
             if writer.existing is None:
                 write_exr(writer.path(RESULT_FILE), fg, result.alpha, **write_args)
@@ -353,30 +449,48 @@ class _Renderer:
         source = entry.files[RESULT_FILE]
         if self.outputs is None:
             return FrameResult(self.frames[index], source, hit, time.perf_counter() - started)
-        link_or_copy(source, self.outputs[index])
-        return FrameResult(self.frames[index], self.outputs[index], hit,
-                           time.perf_counter() - started)
+        out = self.output(index)
+        link_or_copy(source, out)
+        return FrameResult(self.frames[index], out, hit, time.perf_counter() - started)
+
+    def output(self, index: int) -> Path:
+        """The output file of timeline frame ``index`` (a requested frame, never a warm-up)."""
+        out = self.outputs[index] if self.outputs is not None else None
+        if out is None:
+            raise OutputError(f"frame {self.frames[index]} is not an output of this render")
+        return out
 
     # -- planning ---------------------------------------------------------------------------
 
     def plan(self, entries: Sequence[Optional[CacheEntry]]) -> list[tuple[str, int]]:
-        """The work, in order: ('publish', i) for hits, ('compute', i) for misses, and for a
-        temporal engine ('resume', i) / ('replay', i) to rebuild the state before a miss."""
+        """The work over the timeline, in order: ('publish', i) for hits, ('compute', i) for
+        misses, and for a temporal engine the steps that rebuild its state before a miss
+        (``restore``). Warm-up frames are never published."""
         steps: list[tuple[str, int]] = []
         engine_after = -1  # the engine's state is that after frame `engine_after` (-1: fresh)
-        for i, entry in enumerate(entries):
+        for i in range(self.timeline.first_output, len(entries)):
+            entry = entries[i]
             if entry is not None:
                 steps.append(("publish", i))
                 continue
             if self.spec.temporal and i > 0 and engine_after != i - 1:
-                previous = entries[i - 1]
-                if previous is not None and STATE_FILE in previous.files:
-                    steps.append(("resume", i - 1))
-                else:
-                    steps.append(("reset", -1))
-                    steps.extend(("replay", j) for j in range(i))
+                steps.extend(self.restore(entries, i))
             steps.append(("compute", i))
             engine_after = i
+        return steps
+
+    def restore(self, entries: Sequence[Optional[CacheEntry]], i: int) -> list[tuple[str, int]]:
+        """Steps that bring the engine to its state after timeline frame i - 1: ('resume', j)
+        from the latest cached state before i, else ('reset', -1); then ('replay', j) of the
+        frames in between, with ('jump', j) where the timeline skips frames."""
+        cached = [j for j, entry in enumerate(entries[:i])
+                  if entry is not None and STATE_FILE in entry.files]
+        steps: list[tuple[str, int]] = [("resume", cached[-1])] if cached else [("reset", -1)]
+        for j in range(cached[-1] + 1 if cached else 0, i + 1):
+            if j == self.timeline.jump_index:
+                steps.append(("jump", j))
+            if j < i:
+                steps.append(("replay", j))
         return steps
 
     def run(self, on_frame: Optional[Callable[[FrameResult], None]]) -> RenderReport:
@@ -414,6 +528,10 @@ class _Renderer:
                             self.engine.load_state({k: saved[k] for k in saved.files})
                     elif action == "reset":
                         self.engine.reset()
+                    elif action == "jump":
+                        jump = getattr(self.engine, "discontinuity", None)
+                        if jump is not None:
+                            jump()
                     else:
                         t0 = time.perf_counter()
                         frame = next(decoded)

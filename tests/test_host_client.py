@@ -176,7 +176,7 @@ def test_when_no_worker_runs_then_the_client_starts_one_and_a_second_client_atta
     assert hello["pid"] == worker_pid(home) and pid_alive(hello["pid"])
     assert client.ping()["op"] == "pong"
     models = client.models()
-    assert models["nodes"][NODE] == "rvm"
+    assert models["nodes"][NODE] == "rvm-guided"
     rvm = next(e for e in models["engines"] if e["name"] == "rvm")
     assert rvm["installed"] is True and rvm["licence"] == "GPL-3.0"
 
@@ -287,7 +287,7 @@ def test_when_processing_three_frames_then_events_arrive_in_order_and_done_has_t
     assert [f["frame"] for f in frames] == [1, 2, 3]
     assert [f["done"] for f in frames] == [1, 2, 3]
     assert done["event"] == "done" and done["ok"] is True and done["frames"] == 3
-    assert done["computed"] == [1, 2, 3] and done["engine"] == "rvm"
+    assert done["computed"] == [1, 2, 3] and done["engine"] == "rvm-guided"
     for frame in frames:
         image = read_exr(frame["path"])
         assert image.alpha is not None and image.alpha.shape == (64, 96)

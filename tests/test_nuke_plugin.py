@@ -155,11 +155,15 @@ def state(kind="VideoMatte", values=None, connected=("Plate",), plate_read=None,
 
 
 def test_when_knobs_are_mapped_then_params_have_the_engine_types_and_defaults():
-    assert knobs.params_from_knobs("VideoMatte", {}) == {"downsample_target": 512,
-                                                         "cut_threshold": 0.25}
+    assert knobs.params_from_knobs("VideoMatte", {}) == {
+        "downsample_target": 512, "cut_threshold": 0.25, "warmup_frames": -1,
+        "focus_view": True, "flicker_strength": 0.5, "flicker_motion": 0.005,
+        "memory_threshold": 0.6}
+    # the plain RVM engine gets only the knobs it takes
     assert knobs.params_from_knobs("video-matte", {"downsample_target": 768.0,
-                                                   "cut_threshold": "0"}) == {
-        "downsample_target": 768, "cut_threshold": 0.0}
+                                                   "cut_threshold": "0", "engine": "rvm",
+                                                   "flicker_strength": 0.9}) == {
+        "downsample_target": 768, "cut_threshold": 0.0, "warmup_frames": -1}
     assert knobs.params_from_knobs("BackgroundMatte", {"register": 0}) == {
         "register": False, "max_shift": 0.25, "shadow_tolerance": 0.6, "prior_strength": 0.5,
         "edge_softness": 1.0}
@@ -197,7 +201,8 @@ def test_when_the_plate_is_a_plain_read_then_the_worker_reads_its_files_in_its_c
     assert plan.job == {"node": "video-matte", "plate": "/shots/a/plate.%04d.exr",
                         "frames": "1001-1010", "out": f"{work}/VideoMatte1.####.exr",
                         "engine": "rvm", "colorspace": "ACEScg", "device": "cpu",
-                        "params": {"downsample_target": 640, "cut_threshold": 0.25}}
+                        "params": {"downsample_target": 640, "cut_threshold": 0.25,
+                                   "warmup_frames": -1}}
     assert plan.writes == [] and plan.result_colorspace == "ACEScg"
     assert set(plan.job) <= {"node", "plate", "out", "frames", "engine", "colorspace",
                              "ocio_config", "device", "params", "compression", "pixel_type",
@@ -205,13 +210,56 @@ def test_when_the_plate_is_a_plain_read_then_the_worker_reads_its_files_in_its_c
 
 
 def test_when_the_plate_is_not_a_read_then_the_internal_write_renders_it_in_working_space():
-    plan = knobs.build_job(state(connected=("Plate", "Mask"), working_space="ACES - ACEScg"),
-                           "/cache", 1, 3)
+    plan = knobs.build_job(state(kind="ParallaxMatte", connected=("Plate", "Mask"),
+                                 working_space="ACES - ACEScg"), "/cache", 1, 3)
     assert plan.writes == [("Write_Plate", f"{plan.work}/inputs/Plate.####.exr")]
     assert plan.job["plate"] == plan.writes[0][1]
     assert plan.job["colorspace"] == "ACES - ACEScg" and plan.job["engine"] is None
     assert plan.result_colorspace is None  # the result is read raw, like the input was written
     assert any("Mask input is not used by this node's engine yet" in w for w in plan.warnings)
+
+
+def test_when_video_matte_has_a_mask_then_it_goes_to_the_job_on_its_key_frames_only():
+    plan = knobs.build_job(state(connected=("Plate", "Mask"), project_range=(1001, 1100)),
+                           "/cache", 1050, 1053)
+    mask = f"{plan.work}/inputs/Mask.####.exr"
+    assert ("Write_Mask", mask) in plan.writes and plan.job["mask"] == mask
+    # empty knob: the first frame of the project range; the Mask files are replaced, not added
+    assert plan.write_frames["Write_Mask"] == [1001]
+    assert plan.replace_writes == ["Write_Mask"]
+    # warmup_frames -1: the plate from the start of the shot, so results match one pass
+    assert plan.write_frames["Write_Plate"] == list(range(1001, 1054))
+    assert plan.job["frames"] == "1050-1053" and plan.warnings == []
+
+
+def test_when_mask_key_frames_are_listed_then_the_plate_covers_them_and_the_warm_up():
+    values = {"mask_frames": "1001, 1060-1061, 1200", "warmup_frames": 4}
+    plan = knobs.build_job(state(values=values, connected=("Plate", "Mask"),
+                                 project_range=(1001, 1100)), "/cache", 1050, 1062)
+    assert plan.write_frames["Write_Mask"] == [1001, 1060, 1061]  # 1200 is after the range
+    assert plan.write_frames["Write_Plate"] == [1001] + list(range(1046, 1063))
+    assert knobs.frame_runs(plan.write_frames["Write_Plate"]) == [(1001, 1001), (1046, 1062)]
+    every = knobs.build_job(state(values={"mask_frames": "all", "warmup_frames": 0},
+                                  connected=("Plate", "Mask")), "/cache", 5, 7)
+    assert every.write_frames["Write_Mask"] == [5, 6, 7]
+    with pytest.raises(knobs.KnobError, match="mask_frames"):
+        knobs.build_job(state(values={"mask_frames": "first"}, connected=("Plate", "Mask")),
+                        "/cache", 1, 2)
+
+
+def test_when_the_mask_key_frames_come_after_the_range_then_the_mask_is_left_out_with_a_note():
+    plan = knobs.build_job(state(values={"mask_frames": "50"}, connected=("Plate", "Mask"),
+                                 project_range=(1, 100)), "/cache", 1, 10)
+    assert "mask" not in plan.job and "Write_Mask" not in dict(plan.writes)
+    assert any("not locked to a target" in w for w in plan.warnings)
+
+
+def test_when_the_warm_up_would_start_before_the_plate_then_it_starts_with_the_plate():
+    values = {"warmup_frames": 8}
+    plan = knobs.build_job(state(values=values, connected=("Plate", "Mask"),
+                                 project_range=(1, 100), plate_range=(1001, 1100)),
+                           "/cache", 1003, 1004)
+    assert plan.write_frames["Write_Plate"][0] == 1001
 
 
 def test_when_a_cache_folder_or_colour_space_is_set_then_the_job_uses_them():
@@ -373,6 +421,35 @@ def test_when_the_plate_is_graded_then_the_internal_write_renders_it_for_the_wor
     result = matte.node("Result")
     assert result["raw"].value() is True
     assert read_exr(knobs.frame_path(result["file"].value(), 2)).alpha is not None
+
+
+def test_when_video_matte_has_a_mask_then_the_worker_gets_its_key_frame_and_the_warm_up(
+        fake, worker_env, tmp_path):
+    nuke.root()["first_frame"].setValue(1)
+    nuke.root()["last_frame"].setValue(3)
+    plate = write_plate(tmp_path / "plate", count=3)
+    roto = np.zeros((48, 64), np.float32)
+    roto[6:42, 8:40] = 1.0
+    (tmp_path / "roto").mkdir()
+    write_exr(tmp_path / "roto" / "roto.0001.exr", np.repeat(roto[..., None], 3, 2), roto)
+    matte = nuke.createNode("VideoMatte")
+    matte.setInput(0, read_node(plate, 1, 3))
+    matte.setInput(1, read_node(str(tmp_path / "roto" / "roto.####.exr"), 1, 1))
+    state = nodes.snapshot(matte)
+    work = knobs.build_job(state, str(worker_env["cache"]), 2, 3).work
+    stale = Path(work) / "inputs" / "Mask.0002.exr"  # a key frame of an earlier Process
+    stale.parent.mkdir(parents=True)
+    write_exr(stale, np.ones((48, 64, 3), np.float32), np.ones((48, 64), np.float32))
+    outcome = nodes.process_now(matte, 2, 3)  # Process frames 2-3 only
+    assert outcome.ok, outcome.error
+    assert outcome.computed == [2, 3] and outcome.warnings == []
+    inputs = Path(work) / "inputs"
+    assert sorted(p.name for p in inputs.glob("Mask.*.exr")) == ["Mask.0001.exr"]
+    assert sorted(p.name for p in inputs.glob("Plate.*.exr")) == [
+        "Plate.0001.exr", "Plate.0002.exr", "Plate.0003.exr"]  # frame 1: the warm-up
+    result = read_exr(knobs.frame_path(matte.node("Result")["file"].value(), 3))
+    assert result.metadata["mattekit/engine"] == "rvm-guided"
+    assert float(result.alpha[:, 44:].max()) < 0.05  # nothing outside the Roto's target
 
 
 @pytest.mark.slow

@@ -113,5 +113,5 @@ def test_when_the_plate_has_values_above_one_then_the_foreground_keeps_them(
     fg = matte.rgb[100:140, 150:170][solid]
     expected = 37.5 * matte.alpha[100:140, 150:170][solid]
     np.testing.assert_allclose(fg, np.repeat(expected[:, None], 3, axis=1), rtol=1e-3)
-    assert matte.metadata["mattekit/engine"] == "rvm"
+    assert matte.metadata["mattekit/engine"] == "rvm-guided"  # the default; no mask = RVM
     assert matte.metadata["mattekit/modelSha256"].startswith("88d4531297")

@@ -55,7 +55,7 @@ def test_when_listing_models_then_rvm_is_installed_and_unbuilt_nodes_have_none(c
     rvm = next(e for e in reply["engines"] if e["name"] == "rvm")
     assert rvm["installed"] is True and rvm["licence"] == "GPL-3.0"
     assert rvm["sha256"].startswith("88d4531297")
-    assert reply["nodes"]["video-matte"] == "rvm"
+    assert reply["nodes"]["video-matte"] == "rvm-guided"
     assert reply["nodes"]["background-matte"] == "cleanplate"
     assert reply["nodes"]["parallax-matte"] is None
 
@@ -77,7 +77,7 @@ def test_when_processing_a_sequence_then_frames_stream_in_order_then_done_and_a_
         assert Path(f["path"]).is_file() and Path(f["path"]).parent == out.parent
     done = events[-1]
     assert done["ok"] is True and done["computed"] == [1, 2, 3] and done["cached"] == []
-    assert done["engine"] == "rvm" and done["frames"] == 3
+    assert done["engine"] == "rvm-guided" and done["frames"] == 3
 
     again = client.process(job)
     assert all(f["cache_hit"] for f in frames_of(again)) and len(frames_of(again)) == 3
@@ -280,7 +280,7 @@ def test_when_asking_status_then_queue_engines_device_and_clients_are_reported(
     assert status["ok"] is True and status["pid"] == worker.process.pid
     assert status["clients"] >= 2 and status["uptime"] > 0
     assert status["device"] in ("cpu", "cuda") and status["providers"]
-    assert "rvm" in status["models_loaded"]
+    assert "rvm-guided" in status["models_loaded"]
     entry = next(q for q in status["queue"] if q["id"] == request_id)
     assert entry["client"] == "busy" and entry["node"] == NODE and entry["total"] == 12
     assert entry["state"] == "running" and entry["done"] >= 1

@@ -54,6 +54,8 @@ class EngineSpec:
     clip_input: bool = True
     inputs: tuple[str, ...] = ()
     required_inputs: tuple[str, ...] = ()
+    # inputs given on key frames only: their sequence may hold any subset of the frames
+    key_inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ def parse_manifest(path: Path) -> Manifest:
     for name, engine in engines.items():
         if engine.model is not None and engine.model not in models:
             raise EngineError(f"{path}: engine '{name}' needs unknown model '{engine.model}'")
+        if not set(engine.key_inputs) <= set(engine.inputs):
+            raise EngineError(f"{path}: engine '{name}': key_inputs must be among its inputs")
     return Manifest(models=models, engines=engines, default_engines=defaults)
 
 

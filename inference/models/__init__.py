@@ -13,10 +13,17 @@ Architectures, by name (a registry the tests loop over)::
                  upsampler (inference/models/cinematte)
     bgvitmatte   background-conditioned ViTMatte of the capture-stage paper: the clean plate
                  enters as extra input channels (inference/models/bgvitmatte)
+    oavm         OAVM, object-aware video matting: MobileNetV3-style encoder, memory of the first
+                 and the previous frame, object queries, OGCR (inference/models/oavm)
 
 Every network follows one calling convention (RobustVideoMatting's)::
 
     fgr, pha = model(src, bgr)        # src, bgr: (B, 3, H, W) in 0..1 -> (B, 3, H, W), (B, 1, H, W)
+
+except the video network, whose recurrent state goes in and out explicitly::
+
+    memory = model.init_memory(first_frame, first_mask)
+    fgr, pha, memory = model(src, memory)   # oavm
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from mattekit.inference.models.export import export_onnx
 ARCHITECTURES: dict[str, tuple[str, str]] = {
     "cinematte": ("mattekit.inference.models.cinematte", "CineMatte"),
     "bgvitmatte": ("mattekit.inference.models.bgvitmatte", "BgViTMatte"),
+    "oavm": ("mattekit.inference.models.oavm", "OAVM"),
 }
 
 

@@ -8,10 +8,15 @@ Engine parameters (manifest ``defaults``):
     checkpoint     path of a file written by ``models.checkpoint.save_checkpoint`` ("" = none)
     working_size   long side, in pixels, the network runs at (0 = the frame's own size); alpha
                    and foreground are resampled back to the frame's size
+    warmup_frames  (oavm) frames a render starting mid-shot runs first; read by the renderer
 
 Inputs: ``src`` (H, W, 3) float32 in the engine's input space (the space the checkpoint was
 trained in, 0..1), ``inputs["clean_plate"]`` of the same size (required); ``inputs["mask"]``
 (H, W) is the guidance map of a BgViTMatte trained with guidance, and ignored otherwise.
+
+``OavmEngine`` (video-matte) is temporal: no clean plate; ``inputs["mask"]``, on key frames only,
+names the target (it starts a new memory), and the network's memory is carried from frame to
+frame, as plain arrays through ``state`` / ``load_state`` so the render cache can resume it.
 """
 from __future__ import annotations
 
@@ -131,9 +136,14 @@ class CheckpointEngine:
         mask = None if not inputs else inputs.get("mask")
         with torch.inference_mode():
             fgr, pha = self.network(*self._network_inputs(src[..., :3], plate[..., :3], mask))
+        return self._result(fgr, pha, src.shape[:2])
+
+    @staticmethod
+    def _result(fgr: Any, pha: Any, shape: tuple[int, ...]) -> MatteResult:
+        """The network's (1, 3, h, w) / (1, 1, h, w) outputs at the frame's (H, W) size."""
         alpha = pha[0, 0].float().cpu().numpy()
         foreground = fgr[0].float().cpu().numpy().transpose(1, 2, 0)
-        height, width = src.shape[:2]
+        height, width = int(shape[0]), int(shape[1])
         if alpha.shape != (height, width):
             alpha = cv2.resize(alpha, (width, height), interpolation=cv2.INTER_LINEAR)
             foreground = cv2.resize(foreground, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -161,3 +171,95 @@ class BgViTMatteEngine(CheckpointEngine):
                      else np.asarray(mask, np.float32).reshape(src.shape[:2]))
             tensors.append(self._tensor(self._working(guide)))
         return tensors
+
+
+OAVM_STATE_PREFIX = "oavm_"
+OAVM_STATE_NAMES = ("first_key", "first_value", "prev_key", "prev_value", "prev_alpha",
+                    "queries")  # the fields of models.oavm.MemoryState, in order
+
+
+class OavmEngine(CheckpointEngine):
+    """OAVM from a trained checkpoint: a temporal video-matte engine with explicit memory.
+
+    A key mask (``inputs["mask"]``, any frame) starts a new memory of the target on its frame
+    (``init_memory``); frames before the first key run with an all-ones mask (every object is a
+    candidate: plain trimap-free matting) until one comes. The memory is dropped when the working
+    size changes. After a jump in time (``discontinuity``: a render warming up from a key frame
+    far back) the first-frame memory stays, the previous-frame memory restarts from it and the
+    guidance covers the whole frame (the target may be anywhere by then).
+    """
+
+    architecture = "oavm"
+    temporal = True
+
+    def __init__(self, spec: Any, model: Any, model_file: Optional[Path], device: str,
+                 params: Mapping[str, Any]):
+        super().__init__(spec, model, model_file, device, params)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the target and the memory (start of a shot)."""
+        self._memory: Optional[tuple[Any, ...]] = None
+        self._shape: Optional[tuple[int, int]] = None
+
+    def discontinuity(self) -> None:
+        """The next frame does not follow the last one: keep the target's first-frame memory,
+        restart the previous-frame memory from it, lift the guidance."""
+        if self._memory is None:
+            return
+        first_key, first_value, _, _, prev_alpha, queries = self._memory
+        self._memory = (first_key, first_value, first_key, first_value,
+                        prev_alpha.new_ones(prev_alpha.shape), queries)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The memory after the last frame as float32 arrays (empty before any frame)."""
+        if self._memory is None or self._shape is None:
+            return {}
+        state = {OAVM_STATE_PREFIX + name: tensor.float().cpu().numpy()
+                 for name, tensor in zip(OAVM_STATE_NAMES, self._memory)}
+        state[OAVM_STATE_PREFIX + "shape"] = np.array(self._shape, np.int64)
+        return state
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Resume from a state returned by ``state()`` (an empty one resets)."""
+        import torch
+
+        if OAVM_STATE_PREFIX + "shape" not in state:
+            self.reset()
+            return
+        try:
+            self._memory = tuple(
+                torch.from_numpy(np.asarray(state[OAVM_STATE_PREFIX + name], np.float32)).to(
+                    self.device) for name in OAVM_STATE_NAMES)
+        except KeyError as exc:
+            raise EngineError(f"{self.name}: the saved state lacks {exc.args[0]}; it was not "
+                              "written by this engine") from None
+        height, width = (int(v) for v in state[OAVM_STATE_PREFIX + "shape"])
+        self._shape = (height, width)
+
+    def process(self, src: np.ndarray, inputs: Optional[Mapping[str, np.ndarray]] = None
+                ) -> MatteResult:
+        """Matte one frame in order; ``inputs["mask"]`` (H, W) 0..1, when present, is a key
+        mask naming the target on this frame."""
+        import torch
+
+        image = self._working(src[..., :3])
+        shape = (int(image.shape[0]), int(image.shape[1]))
+        if shape != self._shape:
+            self.reset()
+        key = None if not inputs else inputs.get("mask")
+        frame = self._tensor(image)
+        with torch.inference_mode():
+            if key is not None:
+                key = np.asarray(key, np.float32).reshape(src.shape[:2])
+                if not np.any(key > 0.5):
+                    raise EngineError(f"{self.name}: the key mask is empty (no pixel above "
+                                      "0.5): draw the target")
+                self._memory = tuple(self.network.init_memory(
+                    frame, self._tensor(np.clip(self._working(key), 0.0, 1.0))))
+            elif self._memory is None:
+                self._memory = tuple(self.network.init_memory(
+                    frame, frame.new_ones((1, 1, *shape))))
+            fgr, pha, memory = self.network(frame, self._memory)
+        self._memory, self._shape = tuple(memory), shape
+        return self._result(fgr, pha, src.shape[:2])

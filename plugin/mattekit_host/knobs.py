@@ -8,7 +8,10 @@ What each of the four gizmos exposes (``NODE_TYPES``), how its knob values becom
   folder of its own; the worker must allow it, see ``$MATTEKIT_WORK_ROOTS``);
 - inputs the host renders itself (internal Writes, raw EXR): ``<work>/inputs/<Input>.####.exr``;
 - the plate: a plain Read's own files when the Plate input is one (the worker reads them in the
-  Read's colour space), else the internal Write's files (the script's working space).
+  Read's colour space), else the internal Write's files (the script's working space);
+- a temporal node (VideoMatte) needs the plate before the processed frames too (the worker
+  warms its recurrent state on them, ``warmup_frames``), and its Mask input on key frames only
+  (``mask_frames``): the internal Writes render exactly those frames.
 
 ``nodes.py`` reads the knobs in Nuke's main thread into a ``NodeState`` and hands it here;
 everything below is unit-testable without Nuke.
@@ -61,7 +64,15 @@ WORKER_READABLE = (".exr", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: listed are not used by that node's engine yet (the status line says so).
 JOB_INPUT_FIELDS: Dict[str, Dict[str, str]] = {
     "background-matte": {"CleanPlate": "clean_plate", "Mask": "mask"},
+    "video-matte": {"Mask": "mask"},
 }
+#: VideoMatte's key frames of the Mask input: empty = the first frame of the Frame range
+#: (the project's when empty), "all" = every frame, else a list such as "1001, 1050".
+MASK_FRAMES = "mask_frames"
+ALL_FRAMES = "all"
+#: The engine parameter that says how many frames before the first processed one the worker
+#: runs (-1: from the start of the shot).
+WARMUP = "warmup_frames"
 FRAME_TOKEN = "####"
 _DEFAULT_SPACE = re.compile(r"^\s*default\s*(?:\((?P<inner>.*)\))?\s*$", re.IGNORECASE)
 
@@ -78,6 +89,7 @@ class ParamKnob:
     kind: str            # "int", "float" or "bool"
     default: Any
     minimum: Optional[float] = None
+    engines: Tuple[str, ...] = ()   # engines that take it (empty: every engine of the node)
 
 
 @dataclass(frozen=True)
@@ -89,19 +101,23 @@ class NodeType:
     inputs: Tuple[str, ...]
     engines: Tuple[str, ...]
     params: Tuple[ParamKnob, ...]
+    temporal: bool = False               # frames depend on the frames before them
+    key_inputs: Tuple[str, ...] = ()     # inputs rendered on key frames only
+    host_knobs: Tuple[str, ...] = ()     # knobs of this node read by the plugin itself
 
     def internal_write(self, input_name: str) -> str:
         return internal_write_name(input_name)
 
     @property
     def knobs(self) -> Tuple[str, ...]:
-        return COMMON_KNOBS + tuple(p.name for p in self.params)
+        return COMMON_KNOBS + self.host_knobs + tuple(p.name for p in self.params)
 
 
 def internal_write_name(input_name: str) -> str:
     return f"Write_{input_name}"
 
 
+_GUIDED = (DEFAULT_ENGINE, "rvm-guided")  # VideoMatte knobs only the guided engine takes
 NODE_TYPES: Dict[str, NodeType] = {t.gizmo: t for t in (
     NodeType("BackgroundMatte", "background-matte", ("Plate", "CleanPlate", "Mask"),
              (DEFAULT_ENGINE,),
@@ -115,9 +131,15 @@ NODE_TYPES: Dict[str, NodeType] = {t.gizmo: t for t in (
              (ParamKnob("reference_offset", "int", 2),
               ParamKnob("patch_size", "int", 448, 64))),
     NodeType("VideoMatte", "video-matte", ("Plate", "Mask"),
-             (DEFAULT_ENGINE, "rvm"),
+             (DEFAULT_ENGINE, "rvm-guided", "rvm"),
              (ParamKnob("downsample_target", "int", 512, 64),
-              ParamKnob("cut_threshold", "float", 0.25, 0.0))),
+              ParamKnob("cut_threshold", "float", 0.25, 0.0),
+              ParamKnob(WARMUP, "int", -1, -1),
+              ParamKnob("focus_view", "bool", True, engines=_GUIDED),
+              ParamKnob("flicker_strength", "float", 0.5, 0.0, engines=_GUIDED),
+              ParamKnob("flicker_motion", "float", 0.005, 0.0, engines=_GUIDED),
+              ParamKnob("memory_threshold", "float", 0.6, 0.0, engines=_GUIDED)),
+             temporal=True, key_inputs=("Mask",), host_knobs=(MASK_FRAMES,)),
     NodeType("Sparse4KRefine", "sparse-4k-refine", ("Plate", "Coarse", "Mask"),
              (DEFAULT_ENGINE,),
              (ParamKnob("coarse_size", "int", 512, 64),
@@ -138,10 +160,14 @@ def node_type(kind: str) -> NodeType:
 # -- knob values -> job fields ---------------------------------------------------------------
 
 def params_from_knobs(kind: str, values: Mapping[str, Any], node: str = "") -> Dict[str, Any]:
-    """The engine ``params`` of a job from the node's knob values (missing knob = default)."""
+    """The engine ``params`` of a job from the node's knob values (missing knob = default);
+    a knob only some engines take is left out for the others."""
     where = node or kind
     params: Dict[str, Any] = {}
+    engine = engine_from_knobs(values) or DEFAULT_ENGINE
     for spec in node_type(kind).params:
+        if spec.engines and engine not in spec.engines:
+            continue
         raw = values.get(spec.name, spec.default)
         try:
             if spec.kind == "bool":
@@ -312,6 +338,8 @@ class NodeState:
     plate_read: Optional[ReadSource] = None
     working_space: str = "scene_linear"
     ocio_config: Optional[str] = None
+    project_range: Optional[Tuple[int, int]] = None   # the script's frame range
+    plate_range: Optional[Tuple[int, int]] = None     # frames the Plate input has
 
 
 @dataclass
@@ -325,6 +353,65 @@ class JobPlan:
     result_colorspace: Optional[str] = None      # None: read the result raw
     signature: str = ""
     warnings: List[str] = field(default_factory=list)
+    # frames an internal Write renders when not the processed ones (warm-up, key frames)
+    write_frames: Dict[str, List[int]] = field(default_factory=dict)
+    # internal Writes whose earlier files are deleted first (a key frame must not linger)
+    replace_writes: List[str] = field(default_factory=list)
+
+
+def parse_frame_list(text: Any) -> List[int]:
+    """"1001, 1050, 1060-1062" -> [1001, 1050, 1060, 1061, 1062] (sorted, unique)."""
+    frames: List[int] = []
+    for item in str(text or "").replace(" ", ",").split(","):
+        if not item:
+            continue
+        match = re.match(r"^(-?\d+)(?:-(-?\d+))?$", item)
+        if not match:
+            raise KnobError(f"knob '{MASK_FRAMES}' has {item!r}; list frames such as "
+                            "1001, 1050 or 1001-1010, write 'all', or leave it empty for "
+                            "the first frame")
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        frames.extend(range(first, last + 1))
+    return sorted(set(frames))
+
+
+def frame_runs(frames: Sequence[int]) -> List[Tuple[int, int]]:
+    """[1, 2, 3, 7] -> [(1, 3), (7, 7)]: what one ``nuke.execute`` each renders."""
+    runs: List[Tuple[int, int]] = []
+    for frame in sorted(set(frames)):
+        if runs and frame == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], frame)
+        else:
+            runs.append((frame, frame))
+    return runs
+
+
+def shot_start(state: NodeState, first: int) -> int:
+    """The first frame of the shot: where both the project and the plate have begun
+    (``first`` when neither is known)."""
+    floors = [r[0] for r in (state.project_range, state.plate_range) if r is not None]
+    return min(first, max(floors)) if floors else first
+
+
+def warmup_start(state: NodeState, first: int) -> int:
+    """The first plate frame a temporal node needs for frames first..: ``warmup_frames``
+    before ``first`` (-1: the start of the shot), never before the shot."""
+    params = params_from_knobs(state.kind, state.values, state.full_name)
+    warmup = int(params.get(WARMUP, 0))
+    floor = shot_start(state, first)
+    return floor if warmup < 0 else max(first - warmup, floor)
+
+
+def mask_key_frames(state: NodeState, start: int, last: int) -> List[int]:
+    """The frames the Mask input is rendered on (``MASK_FRAMES``), up to ``last``."""
+    text = str(state.values.get(MASK_FRAMES) or "").strip()
+    if text.lower() == ALL_FRAMES:
+        return list(range(start, last + 1))
+    if text:
+        return [f for f in parse_frame_list(text) if f <= last]
+    key = parse_frame_range(state.values.get(FRAME_RANGE), (shot_start(state, start), last))[0]
+    return [key] if key <= last else []
 
 
 def job_colorspace(state: NodeState) -> Optional[str]:
@@ -351,6 +438,9 @@ def signature(state: NodeState) -> str:
         "plate": plate,
         "ocio_config": state.ocio_config,
     }
+    mask_frames = str(state.values.get(MASK_FRAMES) or "").strip()
+    if mask_frames and MASK_FRAMES in kind.host_knobs:
+        payload["mask_frames"] = mask_frames
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
@@ -377,6 +467,26 @@ def build_job(state: NodeState, cache_root: str, first: int, last: int) -> JobPl
             extras[fields[extra]] = pattern
         else:
             warnings.append(f"the {extra} input is not used by this node's engine yet")
+    write_frames: Dict[str, List[int]] = {}
+    replace: List[str] = []
+    if kind.temporal:
+        start = warmup_start(state, first)
+        plate_frames = set(range(start, last + 1))
+        for extra in kind.key_inputs:
+            if fields.get(extra) not in extras:
+                continue
+            name = kind.internal_write(extra)
+            keys = mask_key_frames(state, start, last)
+            if not keys:
+                writes = [w for w in writes if w[0] != name]
+                del extras[fields[extra]]
+                warnings.append(f"the {extra} input's key frames come after frame {last}: "
+                                "these frames are not locked to a target")
+                continue
+            write_frames[name] = keys
+            replace.append(name)
+            plate_frames.update(keys)
+        write_frames[kind.internal_write(PLATE)] = sorted(plate_frames)
     # with other inputs rendered by the internal Writes, the plate goes the same way so all
     # of them reach the worker in one colour space (the working space)
     if state.plate_read is not None and not extras:
@@ -399,6 +509,9 @@ def build_job(state: NodeState, cache_root: str, first: int, last: int) -> JobPl
     }
     if state.ocio_config:
         job["ocio_config"] = state.ocio_config
+    written = {name for name, _ in writes}
     return JobPlan(job=job, work=work, result=result, writes=writes,
                    result_colorspace=result_space, signature=signature(state),
-                   warnings=warnings)
+                   warnings=warnings,
+                   write_frames={k: v for k, v in write_frames.items() if k in written},
+                   replace_writes=[r for r in replace if r in written])

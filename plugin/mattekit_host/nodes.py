@@ -170,7 +170,16 @@ def snapshot(node: nuke.Node) -> knobs.NodeState:
         kind=kind, name=node.name(), full_name=node.fullName(), script=root.name(),
         values=values, connected=connected, plate_read=_plate_read(node),
         working_space=str(_value(root, "workingSpaceLUT", "") or "scene_linear"),
-        ocio_config=_ocio_config())
+        ocio_config=_ocio_config(), project_range=project_range(),
+        plate_range=_input_range(node.input(0)))
+
+
+def _input_range(source: Optional[nuke.Node]) -> Optional[Tuple[int, int]]:
+    """The frame range an input node delivers, when Nuke can say."""
+    try:
+        return (int(source.firstFrame()), int(source.lastFrame())) if source else None
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def project_range() -> Tuple[int, int]:
@@ -287,6 +296,35 @@ def _render_input(node: nuke.Node, write_name: str, pattern: str, first: int,
     nuke.execute(write, first, last, 1)
 
 
+def remove_input_frames(pattern: str) -> int:
+    """Delete the files an internal Write rendered earlier for ``pattern`` (a ####
+    sequence): key frames of an earlier Process must not count as key frames now."""
+    folder, name = os.path.split(pattern)
+    head, _, tail = name.partition(knobs.FRAME_TOKEN)
+    matcher = re.compile(re.escape(head) + r"-?\d+" + re.escape(tail) + "$")
+    removed = 0
+    if not os.path.isdir(folder):
+        return 0
+    for entry in os.listdir(folder):
+        if matcher.match(entry):
+            try:
+                os.remove(os.path.join(folder, entry))
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def _render_input_frames(node: nuke.Node, write_name: str, pattern: str, frames: List[int],
+                         replace: bool) -> None:
+    """Render one internal Write on ``frames`` (contiguous runs, one execute each); with
+    ``replace``, its earlier files go first. Main thread only."""
+    if replace:
+        remove_input_frames(pattern)
+    for run_first, run_last in knobs.frame_runs(frames):
+        _render_input(node, write_name, pattern, run_first, run_last)
+
+
 def _direct(function: Callable[..., Any], *args: Any) -> Any:
     return function(*args)
 
@@ -374,9 +412,11 @@ def run(node: nuke.Node, state: knobs.NodeState, first: int, last: int,
         for write_name, pattern in plan.writes:
             if cancel.is_set():
                 raise WorkerError(CANCELLED, "cancelled before the worker started")
+            frames = plan.write_frames.get(write_name, list(range(first, last + 1)))
             message(f"rendering the {write_name[len('Write_'):]} input, frames "
-                    f"{first}-{last}", 0)
-            main(_render_input, node, write_name, pattern, first, last)
+                    f"{knobs.frames_summary(frames)}", 0)
+            main(_render_input_frames, node, write_name, pattern, frames,
+                 write_name in plan.replace_writes)
 
         def on_event(event: Dict[str, Any]) -> None:
             kind = event.get("event")
