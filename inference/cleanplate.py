@@ -19,6 +19,8 @@ from mattekit.inference.errors import InputWarning
 REGISTRATION_SIZE = 640  # long side, in pixels, of the images features are matched on
 SCORING_SIZE = 960  # long side the difference is scored at (edges are solved at full size)
 FILL_SIZE = 480  # long side the smooth foreground colour fill is computed at
+SCORING_BLUR = 1.5  # Gaussian sigma, in pixels, of the smoothing applied before scoring
+GAIN_SIZE = 240  # long side the exposure gains are read at (averaging quiets sensor noise)
 
 
 @dataclass
@@ -111,6 +113,13 @@ def noise_sigma(plate: np.ndarray, background: np.ndarray) -> float:
     return float(np.percentile(response, 25) / (0.3186 * 6.0) + 1e-5)
 
 
+def blurred_noise_factor(blur_sigma: float) -> float:
+    """What a 2-D Gaussian blur of `blur_sigma` pixels leaves of white noise's standard
+    deviation: 1 / (2 sqrt(pi) sigma). Measured after blurring, the noise is correlated and a
+    Laplacian estimator would under-read it."""
+    return float(min(1.0, 1.0 / (2.0 * np.sqrt(np.pi) * blur_sigma)))
+
+
 def exposure_gains(plate: np.ndarray, background: np.ndarray) -> np.ndarray:
     """Per-channel gains g with plate ~ g * background: the mode of the log ratio plate/clean.
 
@@ -133,25 +142,30 @@ def exposure_gains(plate: np.ndarray, background: np.ndarray) -> np.ndarray:
     return np.clip(gains, 0.25, 4.0).astype(np.float32)
 
 
-def difference_score(plate: np.ndarray, background: np.ndarray, sigma: float,
-                     shadow_tolerance: float = 0.6) -> np.ndarray:
-    """How far each pixel is from being background, in units of the expected noise.
+def difference_score(plate: np.ndarray, background: np.ndarray, sigma: float) -> np.ndarray:
+    """How far each pixel is from being background, in units of the expected noise (sensor
+    noise plus 1 % of the background's level, for resampling and compression residue)."""
+    noise = sigma * np.sqrt(3.0) + 0.01 * _length(background) + 1e-4
+    return (_length(plate - background) / noise).astype(np.float32)
 
-    A pure darkening of the background (brightness ratio between 1 - shadow_tolerance and 1,
-    chromaticity unchanged within the noise) counts as background: its score is the chromatic
-    residual only, so cast shadows and exposure dips do not become foreground.
-    """
+
+def shadow_shading(plate: np.ndarray, background: np.ndarray, sigma: float,
+                   shadow_tolerance: float = 0.6, radius: float = 3.0) -> np.ndarray:
+    """A smooth darkening field S (H, W) with plate ~ S * background where the background is
+    only shadowed: cast shadows and exposure dips keep the background's chromaticity and
+    texture and vary slowly, so S is the local average of the brightness ratio over pixels
+    whose colour direction is unchanged, kept within [1 - shadow_tolerance, 1]. A subject of
+    merely similar hue does not fit S * B: its texture is not the background's."""
     b_energy = np.einsum("hwc,hwc->hw", background, background)
     ratio = np.einsum("hwc,hwc->hw", plate, background) / (b_energy + 1e-8)
-    full = _length(plate - background)
     chroma = _length(plate - ratio[..., None] * background)
-    noise = sigma * np.sqrt(3.0) + 0.01 * np.sqrt(b_energy) + 1e-4
-    # unchanged chromaticity: the plate pixel lies within ~2 degrees of the background's colour
-    # direction (plus noise): a darker subject of merely similar hue does not pass
-    shadow_like = ((ratio >= 1.0 - shadow_tolerance) & (ratio <= 1.0)
-                   & (chroma < 2.0 * sigma * np.sqrt(3.0) + 0.035 * ratio * np.sqrt(b_energy)))
-    residual = np.where(shadow_like, chroma, full)
-    return (residual / noise).astype(np.float32)
+    unchanged_hue = chroma < 1.0 * sigma * np.sqrt(3.0) + 0.035 * ratio * np.sqrt(b_energy)
+    weight = (unchanged_hue & (ratio >= 1.0 - shadow_tolerance) & (ratio <= 1.02)
+              ).astype(np.float32)
+    total = cv2.GaussianBlur(weight, (0, 0), radius)
+    shading = cv2.GaussianBlur(ratio * weight, (0, 0), radius) / np.maximum(total, 1e-6)
+    shading = np.where(total > 0.2, shading, 1.0)
+    return np.clip(shading, 1.0 - shadow_tolerance, 1.0).astype(np.float32)
 
 
 def smooth_colour(image: np.ndarray, weight: np.ndarray, radius: int) -> np.ndarray:
@@ -244,26 +258,39 @@ def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.n
     reg = (register_clean_plate(plate, clean, max_shift) if register
            else Registration(clean, np.ones(plate.shape[:2], bool), np.eye(3)))
     background = reg.background
-    gains = exposure_gains(downsized(plate, SCORING_SIZE), downsized(background, SCORING_SIZE))
+    noisy = noise_sigma(plate, background) > 0.004
+    gain_inputs = [downsized(x, GAIN_SIZE) for x in (plate, background)]
+    if noisy:  # the ratios' histogram needs the noise averaged down to find its peak
+        gain_inputs = [cv2.GaussianBlur(x, (0, 0), 2.0) for x in gain_inputs]
+    gains = exposure_gains(*gain_inputs)
     if np.max(np.abs(gains - 1.0)) > 0.005:
         background = background * gains
     observed, expected = downsized(plate, SCORING_SIZE), downsized(background, SCORING_SIZE)
     sigma = noise_sigma(observed, expected)
-    noisy = noise_sigma(plate, background) > 0.004
+    fine_observed, fine_expected, fine_sigma = observed, expected, sigma
     if noisy or not np.allclose(reg.homography, np.eye(3)):
         # visible sensor noise: score a slightly smoothed difference (the soft edge is solved
         # again at full resolution below), with the noise the smoothing leaves
-        observed = cv2.GaussianBlur(observed, (0, 0), 1.5)
-        expected = cv2.GaussianBlur(expected, (0, 0), 1.5)
-        sigma = noise_sigma(observed, expected)
-    score = resized_to(_min_over_shifts(observed, expected, sigma, shadow_tolerance),
-                       plate.shape[:2])
+        fine_observed = cv2.GaussianBlur(observed, (0, 0), SCORING_BLUR)
+        fine_expected = cv2.GaussianBlur(expected, (0, 0), SCORING_BLUR)
+        fine_sigma = sigma * blurred_noise_factor(SCORING_BLUR)
+    if shadow_tolerance > 0:
+        shading = shadow_shading(fine_observed, fine_expected, fine_sigma, shadow_tolerance)
+        fine_expected = fine_expected * shading[..., None]
+        expected = expected * shading[..., None]
+    score = _min_over_shifts(fine_observed, fine_expected, fine_sigma)
+    if noisy:
+        # under visible noise a subject close to the background's colour is lost pixel by
+        # pixel; pooled over blocks and over whole regions it still shows
+        score = np.maximum(score, _coarse_score(observed, expected, sigma))
+        score = np.where(_subject_like_regions(score), np.maximum(score, 5.0), score)
+    score = resized_to(score, plate.shape[:2])
 
     sure_bg = (score < 2.5) & reg.covered
     if mask is not None:
         outside = cv2.dilate((mask > 0.05).astype(np.uint8), np.ones((25, 25), np.uint8)) == 0
         sure_bg |= outside
-    evidence = smoothstep(score, 2.5, 12.0)
+    evidence = smoothstep(score, 2.5, 5.0)
     if prior is not None:
         # where F looks like B the difference cannot decide; the prior settles it, but only
         # next to foreground the difference already found: it never invents a subject
@@ -309,15 +336,58 @@ def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.n
                            not np.allclose(reg.homography, np.eye(3)))
 
 
+def _subject_like_regions(score: np.ndarray, threshold: float = 2.5, excess: float = 2.0
+                          ) -> np.ndarray:
+    """Enclosed regions the per-pixel test calls background whose differences, taken
+    together, are not: a subject whose colour is close to the background's leaves holes whose
+    pixels each sit within the noise, yet whose mean squared score is well above that of the
+    open background (the largest such region). Real background seen through a gap scores like
+    the rest of the background and stays background. Returns the mask of regions to call
+    subject."""
+    low = (score < threshold).astype(np.uint8)
+    count, labels = cv2.connectedComponents(low, connectivity=8)
+    if count <= 2:
+        return np.zeros(score.shape, bool)
+    squared = np.where(low > 0, score * score, 0.0).astype(np.float64).ravel()
+    # judged on each region's interior: its rim holds the subject's own soft edge
+    interior = (cv2.distanceTransform(low, cv2.DIST_L2, 3) > 2).ravel()
+    flat = labels.ravel()
+    sums = np.bincount(flat[interior], squared[interior], minlength=count)
+    inner = np.bincount(flat[interior], minlength=count)
+    sizes = np.bincount(flat, minlength=count)
+    sizes[0] = 0  # label 0: the pixels that already differ
+    largest = int(np.argmax(sizes))
+    if inner[largest] < 500:
+        return np.zeros(score.shape, bool)
+    means = sums / np.maximum(inner, 1)
+    reference = max(float(means[largest]), 0.1)
+    subject = (means > excess * reference) & (inner >= 4) & (sizes < 0.25 * score.size)
+    subject[0] = subject[largest] = False
+    return subject[labels]
+
+
+def _coarse_score(plate: np.ndarray, background: np.ndarray, sigma: float,
+                  factor: int = 4) -> np.ndarray:
+    """The difference score of `factor` x `factor` block averages (noise / factor), brought
+    back to full size and eroded by one block, so that it finds a subject whose colour is
+    close to the background under heavy noise without spreading it past its own outline."""
+    small = [cv2.resize(x, None, fx=1.0 / factor, fy=1.0 / factor,
+                        interpolation=cv2.INTER_AREA) for x in (plate, background)]
+    score = difference_score(small[0], small[1], sigma / factor)
+    score = np.where(_subject_like_regions(score), np.maximum(score, 5.0), score)
+    score = resized_to(score, plate.shape[:2])
+    return cv2.erode(score, np.ones((2 * factor + 1, 2 * factor + 1), np.uint8))
+
+
 def _min_over_shifts(plate: np.ndarray, background: np.ndarray, sigma: float,
-                     shadow_tolerance: float, radius: int = 1) -> np.ndarray:
+                     radius: int = 1) -> np.ndarray:
     """The difference score against the best-matching background pixel within `radius`:
     absorbs the sub-pixel to one-pixel residual a global warp leaves."""
-    best = difference_score(plate, background, sigma, shadow_tolerance)
+    best = difference_score(plate, background, sigma)
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
             if dx == 0 and dy == 0:
                 continue
             shifted = np.roll(background, (dy, dx), axis=(0, 1))
-            np.minimum(best, difference_score(plate, shifted, sigma, shadow_tolerance), out=best)
+            np.minimum(best, difference_score(plate, shifted, sigma), out=best)
     return best

@@ -106,6 +106,52 @@ def test_when_a_shadow_falls_on_the_background_then_it_stays_background(scene):
     assert float(np.mean(difference_key(plate, bg)[:, 115:])) > 0.5  # a plain key fails there
 
 
+def test_when_a_darker_subject_shares_the_background_hue_then_it_is_not_taken_for_shadow():
+    # a subject that is a darker copy of the background's hue, with its own texture: per pixel
+    # it looks like a shadow; the shading field, smooth by construction, does not fit it
+    bg = textured_background(3)
+    rng = np.random.default_rng(4)
+    texture = cv2.GaussianBlur(rng.random((H, W)).astype(np.float32), (0, 0), 1.0)
+    ratio = 0.45 + 0.5 * (texture - texture.min()) / np.ptp(texture)
+    alpha = np.zeros((H, W), np.float32)
+    alpha[30:90, 40:110] = 1.0
+    plate = composite(bg * ratio[..., None], alpha, bg)
+    result = cleanplate.clean_plate_matte(plate, bg, prior=None)
+    # a per-pixel hue test called all of it shadow (alpha 0); most of it is found now
+    assert float(np.mean(result.alpha[35:85, 45:105])) > 0.5
+
+
+def test_when_a_shadow_is_soft_then_the_shading_field_follows_it():
+    bg = textured_background(5)
+    xx = np.mgrid[0:H, 0:W][1].astype(np.float32)
+    shade = 1.0 - 0.5 * np.clip((xx - 60) / 40.0, 0, 1)  # a ramp from light to 50 % shadow
+    shading = cleanplate.shadow_shading(bg * shade[..., None], bg, sigma=1e-4)
+    np.testing.assert_allclose(shading[:, 10:50], 1.0, atol=0.01)
+    np.testing.assert_allclose(shading[:, 110:150], 0.5, atol=0.02)
+
+
+def test_when_white_noise_is_blurred_then_its_deviation_drops_by_the_stated_factor():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1, (400, 400)).astype(np.float32)
+    measured = float(cv2.GaussianBlur(noise, (0, 0), 1.5)[20:-20, 20:-20].std())
+    assert measured == pytest.approx(cleanplate.blurred_noise_factor(1.5), rel=0.05)
+
+
+def test_when_an_enclosed_region_scores_above_the_open_background_then_it_is_called_subject():
+    # per pixel every score below is under the threshold (2.5): the open background and an
+    # enclosed gap score like noise, an enclosed patch of a subject close to the background
+    # scores higher as a whole; only the patch is called subject
+    rng = np.random.default_rng(8)
+    score = np.abs(rng.normal(0, 0.8, (H, W))).clip(0, 2.4).astype(np.float32)
+    score[20:100, 15:135] = 10.0  # the subject's distinct part
+    score[45:75, 30:60] = rng.uniform(1.2, 2.4, (30, 30))  # patch: near-background subject
+    score[45:75, 90:120] = np.abs(rng.normal(0, 0.8, (30, 30))).clip(0, 2.4)  # real gap
+    regions = cleanplate._subject_like_regions(score)
+    assert regions[50:70, 35:55].all()
+    assert not regions[50:70, 95:115].any()
+    assert not regions[:15].any()
+
+
 def test_when_the_clean_plate_is_the_plate_itself_then_it_warns_and_is_not_black(scene):
     _, _, _, plate = scene
     prior = np.full((H, W), 0.7, np.float32)
