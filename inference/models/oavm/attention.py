@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from mattekit.inference.models.blocks import Attention
 
 MASKED = -1e4  # additive logit of a hidden key: exp underflows to 0 even in float16
 
@@ -26,21 +28,12 @@ def visibility_bias(mask: Tensor) -> Tensor:
     return ((1.0 - visible) * MASKED)[:, None, None, :]
 
 
-class MaskedAttention(nn.Module):
+class MaskedAttention(Attention):
     """Multi-head attention of `x` to `context`, restricted by `mask` (None = no restriction);
-    plain matmul + softmax, the same ONNX graph on every runtime."""
+    the same projections as `Attention`, plain matmul + softmax for one ONNX graph."""
 
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
-        self.heads = heads
-        self.scale = (dim // heads) ** -0.5
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor, context: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    def forward(  # type: ignore[override]
+            self, x: Tensor, context: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         batch, queries, dim = x.shape
         keys = context.shape[1]
         head_dim = dim // self.heads
