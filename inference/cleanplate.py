@@ -238,6 +238,35 @@ class CleanPlateMatte:
     registered: bool
 
 
+def subject_score(plate: np.ndarray, background: np.ndarray, noisy: bool, registered: bool,
+                  shadow_tolerance: float) -> tuple[np.ndarray, float]:
+    """Per-pixel evidence that the plate is not the (aligned, exposure-matched) background, in
+    noise units, at the plate's size; and the noise level it was scored against. Cast shadows
+    are divided out first; a noisy or registered plate is lightly smoothed and a one-pixel
+    search absorbs warp residue; under visible noise block and region pooling find what
+    single pixels cannot."""
+    observed, expected = downsized(plate, SCORING_SIZE), downsized(background, SCORING_SIZE)
+    sigma = noise_sigma(observed, expected)
+    fine_observed, fine_expected, fine_sigma = observed, expected, sigma
+    if noisy or registered:
+        # visible sensor noise: score a slightly smoothed difference (the soft edge is solved
+        # again at full resolution below), with the noise the smoothing leaves
+        fine_observed = cv2.GaussianBlur(observed, (0, 0), SCORING_BLUR)
+        fine_expected = cv2.GaussianBlur(expected, (0, 0), SCORING_BLUR)
+        fine_sigma = sigma * blurred_noise_factor(SCORING_BLUR)
+    if shadow_tolerance > 0:
+        shading = shadow_shading(fine_observed, fine_expected, fine_sigma, shadow_tolerance)
+        fine_expected = fine_expected * shading[..., None]
+        expected = expected * shading[..., None]
+    score = _min_over_shifts(fine_observed, fine_expected, fine_sigma)
+    if noisy:
+        # under visible noise a subject close to the background's colour is lost pixel by
+        # pixel; pooled over blocks and over whole regions it still shows
+        score = np.maximum(score, _coarse_score(observed, expected, sigma))
+        score = np.where(_subject_like_regions(score), np.maximum(score, 5.0), score)
+    return resized_to(score, plate.shape[:2]), sigma
+
+
 def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.ndarray] = None,
                       mask: Optional[np.ndarray] = None, register: bool = True,
                       max_shift: float = 0.25, shadow_tolerance: float = 0.6,
@@ -265,26 +294,8 @@ def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.n
     gains = exposure_gains(*gain_inputs)
     if np.max(np.abs(gains - 1.0)) > 0.005:
         background = background * gains
-    observed, expected = downsized(plate, SCORING_SIZE), downsized(background, SCORING_SIZE)
-    sigma = noise_sigma(observed, expected)
-    fine_observed, fine_expected, fine_sigma = observed, expected, sigma
-    if noisy or not np.allclose(reg.homography, np.eye(3)):
-        # visible sensor noise: score a slightly smoothed difference (the soft edge is solved
-        # again at full resolution below), with the noise the smoothing leaves
-        fine_observed = cv2.GaussianBlur(observed, (0, 0), SCORING_BLUR)
-        fine_expected = cv2.GaussianBlur(expected, (0, 0), SCORING_BLUR)
-        fine_sigma = sigma * blurred_noise_factor(SCORING_BLUR)
-    if shadow_tolerance > 0:
-        shading = shadow_shading(fine_observed, fine_expected, fine_sigma, shadow_tolerance)
-        fine_expected = fine_expected * shading[..., None]
-        expected = expected * shading[..., None]
-    score = _min_over_shifts(fine_observed, fine_expected, fine_sigma)
-    if noisy:
-        # under visible noise a subject close to the background's colour is lost pixel by
-        # pixel; pooled over blocks and over whole regions it still shows
-        score = np.maximum(score, _coarse_score(observed, expected, sigma))
-        score = np.where(_subject_like_regions(score), np.maximum(score, 5.0), score)
-    score = resized_to(score, plate.shape[:2])
+    registered = not np.allclose(reg.homography, np.eye(3))
+    score, sigma = subject_score(plate, background, noisy, registered, shadow_tolerance)
 
     sure_bg = (score < 2.5) & reg.covered
     if mask is not None:
@@ -333,7 +344,7 @@ def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.n
     confidence = np.where(unknown, trust, 1.0)
     confidence = np.where(reg.covered, confidence, 0.0).astype(np.float32)
     return CleanPlateMatte(alpha, foreground, confidence, gains, sigma,
-                           not np.allclose(reg.homography, np.eye(3)))
+                           registered)
 
 
 def _subject_like_regions(score: np.ndarray, threshold: float = 2.5, excess: float = 2.0
