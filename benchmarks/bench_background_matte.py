@@ -19,31 +19,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from alphamatting import DATA, linear_to_srgb, load, srgb_to_linear
 
 from mattekit.inference.engines.registry import create_engine
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alphamatting-dev"
 WORK = Path(__file__).resolve().parent / "_work" / "background"
-
-
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055).astype(np.float32)
-
-
-def load(name: str, size: int):
-    photo = cv2.cvtColor(cv2.imread(str(DATA / "input" / name)), cv2.COLOR_BGR2RGB) / 255.0
-    alpha = cv2.imread(str(DATA / "alpha" / name), cv2.IMREAD_GRAYSCALE) / 255.0
-    scale = size / max(photo.shape[:2])
-    photo = cv2.resize(photo.astype(np.float32), None, fx=scale, fy=scale,
-                       interpolation=cv2.INTER_AREA)
-    alpha = cv2.resize(alpha.astype(np.float32), (photo.shape[1], photo.shape[0]),
-                       interpolation=cv2.INTER_AREA)
-    return photo, alpha
 
 
 def foreground(name: str, photo: np.ndarray, alpha: np.ndarray) -> np.ndarray:

@@ -238,13 +238,7 @@ def frames_text(first: int, last: int) -> str:
 
 def frames_summary(frames: Sequence[int]) -> str:
     """[1, 2, 3, 7] -> "1-3, 7" (for messages)."""
-    runs: List[Tuple[int, int]] = []
-    for frame in sorted(set(frames)):
-        if runs and frame == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], frame)
-        else:
-            runs.append((frame, frame))
-    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in frame_runs(frames))
 
 
 # -- Read nodes ------------------------------------------------------------------------------
