@@ -21,6 +21,8 @@ SCORING_SIZE = 960  # long side the difference is scored at (edges are solved at
 FILL_SIZE = 480  # long side the smooth foreground colour fill is computed at
 SCORING_BLUR = 1.5  # Gaussian sigma, in pixels, of the smoothing applied before scoring
 GAIN_SIZE = 240  # long side the exposure gains are read at (averaging quiets sensor noise)
+UNCOVERED_SIZE = 480  # long side the alpha is carried into uncovered borders at (at most)
+UNCOVERED_MAX_UNKNOWNS = 12000  # border pixels solved at most (coarser beyond)
 
 
 @dataclass
@@ -32,10 +34,9 @@ class Registration:
     homography: np.ndarray  # 3x3, clean plate -> plate (identity when not registered)
 
 
-def _grey_8bit(rgb: np.ndarray, scale: float) -> np.ndarray:
+def _grey_8bit(rgb: np.ndarray) -> np.ndarray:
     """A display-like 8-bit luminance copy for feature matching (linear -> ~sRGB by sqrt)."""
-    small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    luma = small @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    luma = rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32)
     return (np.sqrt(np.clip(luma, 0.0, 1.0)) * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -44,6 +45,18 @@ def _background_fit(plate: np.ndarray, background: np.ndarray, covered: np.ndarr
     pixels (the subject is the larger differences, so a low percentile sees the background)."""
     diff = np.abs(plate - background).mean(axis=2)[covered]
     return float(np.percentile(diff, 30)) if diff.size else float("inf")
+
+
+def _warped(clean: np.ndarray, homography: np.ndarray, size: tuple[int, int]
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """`clean` warped by `homography` into an image of `size` (width, height), and the mask of
+    the pixels it covers."""
+    background = cv2.warpPerspective(clean, homography, size, flags=cv2.INTER_CUBIC,
+                                     borderMode=cv2.BORDER_REPLICATE)
+    covered = cv2.warpPerspective(np.ones(clean.shape[:2], np.uint8), homography, size,
+                                  flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                                  borderValue=0) > 0
+    return background, covered
 
 
 def _estimate_homography(a: np.ndarray, b: np.ndarray) -> Optional[np.ndarray]:
@@ -77,27 +90,32 @@ def register_clean_plate(plate: np.ndarray, clean: np.ndarray, max_shift: float 
     """
     height, width = plate.shape[:2]
     unregistered = Registration(clean, np.ones((height, width), bool), np.eye(3))
-    scale = min(1.0, REGISTRATION_SIZE / max(height, width))
-    homography = _estimate_homography(_grey_8bit(plate, scale), _grey_8bit(clean, scale))
-    if homography is None:
+    small_plate, small_clean = (downsized(x, REGISTRATION_SIZE) for x in (plate, clean))
+    small_homography = _estimate_homography(_grey_8bit(small_plate), _grey_8bit(small_clean))
+    if small_homography is None:
         return unregistered
+    scale = min(1.0, REGISTRATION_SIZE / max(height, width))  # downsized()'s factor
     to_small = np.diag([scale, scale, 1.0])
-    homography = np.linalg.inv(to_small) @ homography @ to_small
+    homography = np.linalg.inv(to_small) @ small_homography @ to_small
     corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)[None]
     moved = cv2.perspectiveTransform(corners, homography)[0]
     displacement = np.linalg.norm(moved - corners[0], axis=1)
     if displacement.max() > max_shift * np.hypot(width, height) or displacement.max() < 0.25:
         return unregistered
-    background = cv2.warpPerspective(clean, homography, (width, height),
-                                     flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-    covered = cv2.warpPerspective(np.ones((height, width), np.uint8), homography,
-                                  (width, height), flags=cv2.INTER_NEAREST,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0
-    small = [downsized(x, REGISTRATION_SIZE) for x in (plate, background, clean)]
-    small_covered = downsized(covered.astype(np.float32), REGISTRATION_SIZE) > 0.999
-    if _background_fit(small[0], small[1], small_covered) >= _background_fit(
-            small[0], small[2], np.ones(small_covered.shape, bool)):
+    # judged at the small size (cheap): the full-size warp only when the homography is kept
+    small_size = (small_plate.shape[1], small_plate.shape[0])
+    small_background, small_covered = _warped(small_clean, small_homography, small_size)
+    inside = cv2.erode(small_covered.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    # compared after the same light smoothing: interpolation alone smooths the warped plate's
+    # sensor noise and would make any warp look like a better fit
+    fit_plate, fit_warped, fit_clean = (cv2.GaussianBlur(x, (0, 0), 1.5)
+                                        for x in (small_plate, small_background, small_clean))
+    if _background_fit(fit_plate, fit_warped, inside) >= _background_fit(
+            fit_plate, fit_clean, np.ones(inside.shape, bool)):
         return unregistered
+    if scale == 1.0:
+        return Registration(small_background, small_covered, homography)
+    background, covered = _warped(clean, homography, (width, height))
     return Registration(background, covered, homography)
 
 
@@ -145,8 +163,12 @@ def exposure_gains(plate: np.ndarray, background: np.ndarray) -> np.ndarray:
 def difference_score(plate: np.ndarray, background: np.ndarray, sigma: float) -> np.ndarray:
     """How far each pixel is from being background, in units of the expected noise (sensor
     noise plus 1 % of the background's level, for resampling and compression residue)."""
-    noise = sigma * np.sqrt(3.0) + 0.01 * _length(background) + 1e-4
-    return (_length(plate - background) / noise).astype(np.float32)
+    return (_length(plate - background) / _noise_allowance(background, sigma)).astype(np.float32)
+
+
+def _noise_allowance(background: np.ndarray, sigma: float) -> np.ndarray:
+    """The difference expected of a background pixel: sensor noise plus 1 % of its level."""
+    return (sigma * np.sqrt(3.0) + 0.01 * _length(background) + 1e-4).astype(np.float32)
 
 
 def shadow_shading(plate: np.ndarray, background: np.ndarray, sigma: float,
@@ -191,21 +213,22 @@ def propagated_colour(image: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 def solve_alpha_known_background(plate: np.ndarray, background: np.ndarray,
                                  foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel least squares of I = aF + (1 - a)B for a, with B and F known.
+    """Per-pixel least squares of I = aF + (1 - a)B for a, with B and F known (colours on
+    the last axis: whole images or gathered pixels).
 
     Returns alpha and its reliability (|F - B| relative to the colours: small when the
     foreground looks like the background there).
     """
     f_minus_b = foreground - background
-    denom = np.einsum("hwc,hwc->hw", f_minus_b, f_minus_b)
-    alpha = np.einsum("hwc,hwc->hw", plate - background, f_minus_b) / np.maximum(denom, 1e-8)
+    denom = np.einsum("...c,...c->...", f_minus_b, f_minus_b)
+    alpha = np.einsum("...c,...c->...", plate - background, f_minus_b) / np.maximum(denom, 1e-8)
     reliability = np.sqrt(denom) / (_length(background) + 0.05)
     return np.clip(alpha, 0.0, 1.0).astype(np.float32), reliability.astype(np.float32)
 
 
 def _length(rgb: np.ndarray) -> np.ndarray:
     """Per-pixel Euclidean length of an (H, W, 3) array (einsum: ~4x numpy.linalg.norm)."""
-    return np.sqrt(np.einsum("hwc,hwc->hw", rgb, rgb))
+    return np.sqrt(np.einsum("...c,...c->...", rgb, rgb))
 
 
 def downsized(image: np.ndarray, long_side: int) -> np.ndarray:
@@ -264,6 +287,8 @@ def subject_score(plate: np.ndarray, background: np.ndarray, noisy: bool, regist
         # pixel; pooled over blocks and over whole regions it still shows
         score = np.maximum(score, _coarse_score(observed, expected, sigma))
         score = np.where(_subject_like_regions(score), np.maximum(score, 5.0), score)
+        score = np.where(_texture_changed(observed, expected, sigma), np.maximum(score, 5.0),
+                         score)
     return resized_to(score, plate.shape[:2]), sigma
 
 
@@ -317,34 +342,98 @@ def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.n
     foreground_guess = resized_to(propagated_colour(downsized(plate, FILL_SIZE),
                                                     downsized(solid.astype(np.float32),
                                                               FILL_SIZE)), plate.shape[:2])
-    foreground_guess = np.where(solid[..., None], plate, foreground_guess)
+    np.copyto(foreground_guess, plate, where=solid[..., None])
+    # the solve runs on the unknown pixels only (neither solid subject nor sure background)
+    unknown = ~(solid | sure_bg)
+    rows, cols = np.nonzero(unknown)
+    solve_plate, solve_background = plate, background
     if noisy:
         # the per-pixel solve would carry the sensor noise straight into alpha: solve on
         # lightly smoothed plate and background (the edge is still located at full size)
-        solved, reliability = solve_alpha_known_background(
-            cv2.GaussianBlur(plate, (0, 0), 1.0), cv2.GaussianBlur(background, (0, 0), 1.0),
-            foreground_guess)
-    else:
-        solved, reliability = solve_alpha_known_background(plate, background,
-                                                           foreground_guess)
+        solve_plate, solve_background = (cv2.GaussianBlur(x, (0, 0), 1.0)
+                                         for x in (plate, background))
+    solved, reliability = solve_alpha_known_background(
+        solve_plate[rows, cols], solve_background[rows, cols], foreground_guess[rows, cols])
     trust = smoothstep(reliability, 0.05, 0.3)
-    alpha = np.where(edge, trust * solved + (1.0 - trust) * evidence, evidence)
-    alpha = np.where(sure_bg, 0.0, alpha).astype(np.float32)
+    on_edge = edge[rows, cols]
+    alpha = evidence.astype(np.float32)
+    alpha[rows[on_edge], cols[on_edge]] = (trust * solved + (1.0 - trust)
+                                           * evidence[rows, cols])[on_edge]
+    alpha[sure_bg] = 0.0
     if not reg.covered.all():
-        # no clean-plate pixels there: not guessed from the difference; the prior's answer
-        # (or background without one), and zero confidence in the confidence layer
-        fallback = prior if prior is not None else np.zeros_like(alpha)
-        alpha = np.where(reg.covered, alpha, fallback).astype(np.float32)
+        # no clean-plate pixels there: the difference cannot speak, so the matte the covered
+        # part settled is carried in along the plate's colours (zero confidence in the layer)
+        alpha = matte_uncovered(plate, alpha, reg.covered)
 
-    safe = np.maximum(alpha, 1e-3)[..., None]
-    unmixed = (plate - (1.0 - alpha[..., None]) * background) / safe
-    foreground = np.where((alpha > 0.25)[..., None], unmixed, foreground_guess)
-    foreground = np.where(solid[..., None], plate, foreground).astype(np.float32)
-    unknown = ~(solid | sure_bg)
-    confidence = np.where(unknown, trust, 1.0)
-    confidence = np.where(reg.covered, confidence, 0.0).astype(np.float32)
+    # F = (I - (1 - a)B) / a where alpha is large enough; the smooth fill elsewhere
+    foreground = foreground_guess
+    mixed_rows, mixed_cols = np.nonzero((alpha > 0.25) & ~solid)
+    mixed_alpha = alpha[mixed_rows, mixed_cols][:, None]
+    foreground[mixed_rows, mixed_cols] = (
+        plate[mixed_rows, mixed_cols]
+        - (1.0 - mixed_alpha) * background[mixed_rows, mixed_cols]) / mixed_alpha
+    confidence = np.ones(alpha.shape, np.float32)
+    confidence[rows, cols] = trust
+    confidence[~reg.covered] = 0.0
     return CleanPlateMatte(alpha, foreground, confidence, gains, sigma,
                            registered)
+
+
+def matte_uncovered(plate: np.ndarray, alpha: np.ndarray, covered: np.ndarray,
+                    size: int = UNCOVERED_SIZE) -> np.ndarray:
+    """Alpha where the registered clean plate has no pixels (a border the misregistration
+    uncovered), by closed-form matting (Levin et al. 2008, pymatting) with the covered part's
+    settled answer as the trimap: certain subject and certain background there are the known
+    values, the border and the soft band the unknowns, so a subject that reaches the frame
+    edge continues into the border the way its colours do. Solved at <= `size` px.
+
+    >>> plate = np.zeros((40, 60, 3), np.float32); plate[:, :30] = 1.0
+    >>> alpha = (plate[..., 0] > 0.5).astype(np.float32); covered = np.ones((40, 60), bool)
+    >>> covered[:, :5] = covered[:, -5:] = False
+    >>> bool(matte_uncovered(plate, alpha * covered, covered)[:, :5].min() > 0.9)
+    True
+    """
+    # the direct solve grows faster than its unknowns: a large border is solved coarser
+    uncovered_pixels = (1.0 - covered.mean()) * (size / max(plate.shape[:2])) ** 2 * covered.size
+    if uncovered_pixels > UNCOVERED_MAX_UNKNOWNS:
+        size = max(64, int(size * np.sqrt(UNCOVERED_MAX_UNKNOWNS / uncovered_pixels)))
+    small_plate = downsized(plate, size)
+    height, width = small_plate.shape[:2]
+    small_alpha = cv2.resize(alpha, (width, height), interpolation=cv2.INTER_AREA)
+    small_covered = cv2.resize(covered.astype(np.float32), (width, height),
+                               interpolation=cv2.INTER_AREA) > 0.999
+    # unknown: the border and, in a ring of covered pixels next to it, the soft band; known
+    # elsewhere (further pixels do not reach the border through the matting affinities)
+    ring = cv2.dilate((~small_covered).astype(np.uint8), np.ones((17, 17), np.uint8)) > 0
+    soft = (small_alpha > 0.02) & (small_alpha < 0.98)
+    trimap = (small_alpha > 0.5).astype(np.float64)
+    trimap[~small_covered | (ring & soft)] = 0.5
+    if not (trimap == 0.0).any() and not (trimap == 1.0).any():  # nothing known to carry
+        return np.where(covered, alpha, 0.0).astype(np.float32)
+    # affinities on a display-like encoding (linear -> ~sRGB by sqrt), as matting expects
+    guide = np.sqrt(np.clip(small_plate, 0.0, 1.0)).astype(np.float64)
+    solved = _closed_form_alpha(guide, trimap)
+    carried = resized_to(solved.astype(np.float32), plate.shape[:2])
+    return np.where(covered, alpha, np.clip(carried, 0.0, 1.0)).astype(np.float32)
+
+
+def _closed_form_alpha(guide: np.ndarray, trimap: np.ndarray, pull: float = 1e-4) -> np.ndarray:
+    """Closed-form matting of the trimap's unknown (0.5) pixels: the matting Laplacian's
+    system on them, with the known pixels as boundary values, plus a weak pull towards
+    background (`pull`) so that an unknown region no known pixel reaches is background rather
+    than an unsolvable system."""
+    from pymatting import cf_laplacian
+    from scipy.sparse import identity
+    from scipy.sparse.linalg import spsolve
+
+    known = trimap != 0.5
+    laplacian = cf_laplacian(guide, epsilon=1e-5, is_known=known.ravel())
+    unknown = ~known.ravel()
+    system = laplacian[unknown][:, unknown] + pull * identity(int(unknown.sum()), format="csc")
+    rhs = -laplacian[unknown][:, known.ravel()] @ (trimap.ravel()[known.ravel()] == 1.0)
+    result = trimap.ravel().copy()
+    result[unknown] = spsolve(system.tocsc(), rhs)  # direct: these systems are small
+    return np.clip(result, 0.0, 1.0).reshape(trimap.shape)
 
 
 def _subject_like_regions(score: np.ndarray, threshold: float = 2.5, excess: float = 2.0
@@ -377,6 +466,23 @@ def _subject_like_regions(score: np.ndarray, threshold: float = 2.5, excess: flo
     return subject[labels]
 
 
+def _texture_changed(plate: np.ndarray, background: np.ndarray, sigma: float, block: int = 8,
+                     threshold: float = 5.0) -> np.ndarray:
+    """Where a subject replaced the background's texture though its colour stays close: the
+    mean squared difference score over a `block` x `block` window is a chi-square statistic
+    (3 block^2 samples); over background it sits at its open-background level (the 25th
+    percentile over the frame), over a subject it rises however the differences' signs fall,
+    which block means and single pixels cannot see under heavy noise. Returns the mask of
+    windows more than `threshold` standard deviations above that level, eroded by a block so
+    that it does not spread past the subject's outline."""
+    squared = difference_score(plate, background, sigma) ** 2
+    energy = cv2.blur(squared, (block, block))
+    level = float(np.percentile(energy, 25))
+    spread = level * np.sqrt(2.0 / (3 * block * block))
+    changed = (energy > level + threshold * spread).astype(np.uint8)
+    return cv2.erode(changed, np.ones((block + 1, block + 1), np.uint8)) > 0
+
+
 def _coarse_score(plate: np.ndarray, background: np.ndarray, sigma: float,
                   factor: int = 4) -> np.ndarray:
     """The difference score of `factor` x `factor` block averages (noise / factor), brought
@@ -394,11 +500,15 @@ def _min_over_shifts(plate: np.ndarray, background: np.ndarray, sigma: float,
                      radius: int = 1) -> np.ndarray:
     """The difference score against the best-matching background pixel within `radius`:
     absorbs the sub-pixel to one-pixel residual a global warp leaves."""
-    best = difference_score(plate, background, sigma)
+    # difference_score against each shifted background, with the background's length (the
+    # noise allowance) computed once and shifted along with it
+    allowance = _noise_allowance(background, sigma)
+    best = _length(plate - background) / allowance
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
             if dx == 0 and dy == 0:
                 continue
             shifted = np.roll(background, (dy, dx), axis=(0, 1))
-            np.minimum(best, difference_score(plate, shifted, sigma), out=best)
-    return best
+            np.minimum(best, _length(plate - shifted) / np.roll(allowance, (dy, dx), axis=(0, 1)),
+                       out=best)
+    return best.astype(np.float32)

@@ -88,6 +88,41 @@ def test_when_the_clean_plate_is_misregistered_then_registration_recovers_the_ma
     assert float(np.mean(result.confidence[H // 2 - 5:H // 2 + 5, 5:15])) > 0.9
 
 
+def test_when_the_subject_reaches_an_uncovered_border_then_its_matte_continues_into_it():
+    # the clean plate is zoomed in: after alignment a border of the plate has no clean-plate
+    # pixels; a subject that runs off the left edge must stay subject there, and the
+    # background beside it background
+    big = textured_background(3, int(W * 1.4), int(H * 1.4))
+    y0, x0 = (big.shape[0] - H) // 2, (big.shape[1] - W) // 2
+    centre = (big.shape[1] / 2, big.shape[0] / 2)
+    warped = cv2.warpAffine(big, cv2.getRotationMatrix2D(centre, 0.0, 1.12),
+                            (big.shape[1], big.shape[0]), borderMode=cv2.BORDER_REFLECT)
+    plate_bg, clean = big[y0:y0 + H, x0:x0 + W], warped[y0:y0 + H, x0:x0 + W]
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    alpha = np.clip((W * 0.4 - xx) / 2.0, 0.0, 1.0) * (np.abs(yy - H / 2) < H * 0.25)
+    alpha = cv2.GaussianBlur(alpha.astype(np.float32), (0, 0), 1.0)
+    fg = np.empty((H, W, 3), np.float32)
+    fg[...] = (0.8, 0.15, 0.6)
+    plate = composite(fg, alpha, plate_bg)
+    result = cleanplate.clean_plate_matte(plate, clean)
+    uncovered = result.confidence == 0.0
+    assert result.registered and uncovered.mean() > 0.05
+    subject_border = uncovered & (alpha > 0.99)
+    background_border = uncovered & (alpha < 0.01)
+    assert subject_border.sum() > 50 and background_border.sum() > 50
+    assert float(np.mean(result.alpha[subject_border] > 0.9)) > 0.95
+    assert float(np.mean(result.alpha[background_border])) < 0.05
+
+
+def test_when_the_trimap_is_closed_form_solved_then_a_step_edge_follows_the_image():
+    guide = np.zeros((30, 40, 3))
+    guide[:, :20] = 1.0
+    trimap = np.full((30, 40), 0.5)
+    trimap[:, :3], trimap[:, -3:] = 1.0, 0.0
+    solved = cleanplate._closed_form_alpha(guide, trimap)
+    assert solved[:, :19].min() > 0.95 and solved[:, 21:].max() < 0.05
+
+
 def test_when_the_clean_plate_is_brighter_then_the_exposure_change_is_undone(scene):
     fg, alpha, bg, plate = scene
     gains = cleanplate.exposure_gains(plate, bg * 1.25)
