@@ -53,8 +53,8 @@ def test_when_the_install_is_unchanged_then_the_fingerprint_is_stable(installer)
 
 def test_when_train_is_asked_for_then_torch_is_in_the_extras_and_the_fingerprint_changes(
         installer):
-    assert installer.pip_extras("cpu") == "cpu,dev"
-    assert installer.pip_extras("gpu", train=True) == "gpu,dev,train"
+    assert installer.pip_extras("cpu") == "cpu,dev,farm"
+    assert installer.pip_extras("gpu", train=True) == "gpu,dev,farm,train"
     plain = installer.install_fingerprint(installer.pip_extras("cpu"))
     train = installer.install_fingerprint(installer.pip_extras("cpu", train=True))
     assert plain != train
