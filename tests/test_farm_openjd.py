@@ -227,12 +227,13 @@ def test_when_openjd_runs_12_frames_in_3_chunks_then_a_rerun_comes_from_the_cach
 def test_when_each_chunk_runs_on_its_own_host_then_warm_up_gives_the_sequential_frames(
         tmp_path, plate, sequential):
     bundle = bundle_for(tmp_path, plate)
-    for first in range(1, FRAMES + 1, 4):  # no shared cache: every task warms up by itself
+    for first in (5, 9):  # mid-shot chunks, no shared cache: each task warms up by itself
         chunk = run_bundle(bundle, "--task-param", f"Frame={first}-{first + 3}",
                            env={"MATTEKIT_CACHE": str(tmp_path / f"host{first}")})
         assert chunk.returncode == 0, chunk.stdout[-3000:] + chunk.stderr
         assert task_reports(chunk.stdout) == [(4, 0)]
-    for a, b in zip(sequential, alphas(tmp_path / "out")):
+    chunked = [read_exr(tmp_path / "out" / f"matte.{f:04d}.exr").alpha for f in range(5, 13)]
+    for a, b in zip(sequential[4:], chunked):
         np.testing.assert_array_equal(a, b)  # exact with the default warm-up (the whole shot)
 
 

@@ -23,6 +23,7 @@ from mattekit.inference.sequence import parse_frame_range
 
 CUEBOT_ENV = "CUEBOT_HOSTS"
 COMP_LAYER = "comp"
+NUKE_MATTES_LAYER = "nuke_mattes"  # a Nuke layer that only computes mattes (no Write rendered)
 _RUN = re.compile(r"^(-?\d+)-(-?\d+)(?:[xX]\+?(\d+))?$")
 
 
@@ -100,7 +101,8 @@ def build_outline(job: FarmJob, show: Optional[str] = None, shot: Optional[str] 
             token = "#IFRAME#-#IFRAME#"
         command = shlex.join([job.comp.nuke, *comp_args(job.comp, token, job.comp.script,
                                                         job.comp.precompute)])
-        comp = Shell(COMP_LAYER, command=command, range=cue_range(frames), chunk=chunk)
+        comp = Shell(COMP_LAYER if job.comp.render else NUKE_MATTES_LAYER, command=command,
+                     range=cue_range(frames), chunk=chunk)
         for matte in mattes:
             comp.depend_on(matte, DependType.LayerOnLayer)
         ol.add_layer(comp)

@@ -41,6 +41,7 @@ VALUES_FILE = "parameter_values.yaml"
 ASSETS_FILE = "asset_references.yaml"
 FRAME_PARAM = "Frame"
 COMP_STEP = "Comp"
+NUKE_MATTES_STEP = "NukeMattes"  # a Nuke step that only computes mattes (no Write rendered)
 GPU_AMOUNT = "amount.worker.gpu"
 GPU_MEMORY_AMOUNT = "amount.worker.gpu.memory"   # MiB
 #: Job parameters of one node's files: (name suffix, MatteNode field).
@@ -116,9 +117,11 @@ def _matte_step(job: FarmJob, node: MatteNode) -> dict[str, Any]:
 def _comp_step(job: FarmJob, comp: CompStep) -> dict[str, Any]:
     task_frames = "{{Task.Param." + FRAME_PARAM + "}}"
     step: dict[str, Any] = {
-        "name": COMP_STEP,
-        "description": "Nuke comp: `nuke -t mattekit_precompute.py` (mattes from the cache, "
-                       "then the Writes)",
+        "name": COMP_STEP if comp.render else NUKE_MATTES_STEP,
+        "description": "Nuke: `nuke -t mattekit_precompute.py` (mattes from the cache, "
+                       "then the Writes)" if comp.render else
+                       "Nuke: `nuke -t mattekit_precompute.py` computes the mattes of "
+                       + ", ".join(comp.nodes),
         "parameterSpace": _chunked_frames(_frames_param(comp.frames), "CompChunkSize",
                                           contiguous=True),
         "script": {"actions": {"onRun": {

@@ -77,10 +77,14 @@ class MatteNode:
 
 @dataclass(frozen=True)
 class CompStep:
-    """The Nuke comp rendered after every matte step: ``nuke -t mattekit_precompute.py``."""
+    """The Nuke step after every matte step: ``nuke -t mattekit_precompute.py`` computes the
+    mattekit nodes upstream of the Writes (and ``nodes``: those whose inputs only Nuke can
+    render), then renders the Writes unless ``render`` is off."""
 
     script: str
-    writes: tuple[str, ...] = ()       # empty: every enabled Write of the script
+    writes: tuple[str, ...] = ()       # empty: every enabled Write (none when only `nodes`)
+    nodes: tuple[str, ...] = ()        # mattekit nodes computed inside Nuke
+    render: bool = True
     frames: Optional[str] = None       # None: the job's frames
     chunk_size: Optional[int] = None   # None: the job's chunk size
     nuke: str = "nuke"
@@ -138,7 +142,11 @@ def comp_args(comp: CompStep, frames: str, script: str, precompute: str) -> list
     """The arguments of ``nuke`` for one comp task: compute the mattes (cache hits after the
     matte steps), then render the Writes."""
     args = ["-t", precompute, script, "--frames", frames]
-    return args + (["--writes", ",".join(comp.writes)] if comp.writes else [])
+    if comp.writes:
+        args += ["--writes", ",".join(comp.writes)]
+    if comp.nodes:
+        args += ["--nodes", ",".join(comp.nodes)]
+    return args + ([] if comp.render else ["--no-render"])
 
 
 # -- reading and checking a spec -----------------------------------------------------------------
@@ -225,17 +233,28 @@ def _check_engine(node: MatteNode, where: str) -> None:
                                 f"(engine '{engine.name}')")
 
 
+def _names(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    """A list of node names, or one comma-separated string of them."""
+    value = data.get(key) or []
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise FarmSpecError(f"comp: '{key}' must be a list of node names")
+    return tuple(v.strip() for v in value if v.strip())
+
+
 def _comp(data: Any, chunk_size: int) -> CompStep:
     if not isinstance(data, Mapping):
         raise FarmSpecError("comp must be a mapping with at least 'script'")
-    writes = data.get("writes") or []
-    if isinstance(writes, str):
-        writes = [w for w in writes.split(",") if w.strip()]
-    if not isinstance(writes, Sequence) or not all(isinstance(w, str) for w in writes):
-        raise FarmSpecError("comp: 'writes' must be a list of Write node names")
+    names = {key: _names(data, key) for key in ("writes", "nodes")}
+    render = data.get("render", True)
+    if not isinstance(render, bool):
+        raise FarmSpecError(f"comp: 'render' is {render!r}; true or false")
+    if not render and not names["nodes"]:
+        raise FarmSpecError("comp: with 'render: false' name the mattekit 'nodes' to compute")
     frames = _text(data, "frames", "comp", required=False)
     return CompStep(script=_text(data, "script", "comp") or "",
-                    writes=tuple(w.strip() for w in writes),
+                    writes=names["writes"], nodes=names["nodes"], render=render,
                     frames=_frames(frames, "comp") if frames else None,
                     chunk_size=_whole(data, "chunk_size", chunk_size, 1, "comp"),
                     nuke=_text(data, "nuke", "comp", required=False) or "nuke",
