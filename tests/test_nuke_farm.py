@@ -197,10 +197,14 @@ def test_when_the_submitted_bundle_runs_then_the_comp_finds_the_farm_mattes_in_t
     run_init(gui=False)
     saved_script(tmp_path, "\n".join([
         "Read {", " inputs 0", f' file "{plate}"', " first 1", " last 4", " name Plate1", "}",
+        "set N1 [stack 0]",
         "VideoMatte {", " inputs 1", " name Matte1", " downsample_target 96", "}",
-        "Write {", f' file "{out}"', " name Comp", "}", ""]))
-    nuke.toNode("Matte1").setSelected(True)
-    nuke.toNode("Comp").setSelected(True)
+        "Write {", f' file "{out}"', " name Comp", "}",
+        "push $N1",  # a graded plate: only Nuke can render Matte2's input
+        "Multiply {", " inputs 1", " value 1.2", " name Grade1", "}",
+        "VideoMatte {", " inputs 1", " name Matte2", " downsample_target 96", "}", ""]))
+    for name in ("Matte1", "Matte2", "Comp"):
+        nuke.toNode(name).setSelected(True)
     submission = farm.submit_selected()
     assert submission is not None
 
@@ -216,6 +220,9 @@ def test_when_the_submitted_bundle_runs_then_the_comp_finds_the_farm_mattes_in_t
     assert log.count("(2 computed, 0 from cache)") == 2  # the matte step: 2 chunks of 2
     # each comp task's precompute asks the worker for its frames: all from the farm's cache
     assert log.count("Matte1: 0 computed, 2 from cache") == 2, log[-4000:]
+    # and computes the node only Nuke can feed (`--nodes Matte2`), chunk by chunk
+    assert log.count("Matte2: 2 computed, 0 from cache") == 2, log[-4000:]
+    assert len(list(Path(worker_env["cache"]).glob("nodes/Matte2-*/Matte2.*.exr"))) == 4
     assert sorted(p.name for p in out.parent.iterdir()) == [f"comp.{f:04d}.exr"
                                                             for f in range(1, 5)]
     mattes = Path(params["Matte1Output"]).parent
