@@ -2,11 +2,11 @@
 by pyoutline's own backend, with no Cuebot anywhere; asserted on the XML."""
 from __future__ import annotations
 
-import json
 import shlex
 import xml.etree.ElementTree as ET
 
 import pytest
+from farm_helpers import write_two_node_spec
 
 from mattekit.inference.cli import main
 from mattekit.inference.farm.spec import PRECOMPUTE_SCRIPT
@@ -15,25 +15,8 @@ from mattekit.inference.sequence import parse_frame_range
 pytest.importorskip("outline", reason="the farm extra (install.py installs it)")
 
 
-def spec(tmp_path, frames: str = "1001-1100", **extra) -> str:
-    data = {
-        "name": "sh010 mattes", "frames": frames, "chunk_size": 10,
-        "ocio_config": "/show/ocio/config.ocio", "cache_dir": "/shared/cache",
-        "gpus": 1, "gpu_memory_gib": 6,
-        "nodes": [
-            {"name": "VideoMatte1", "node": "video-matte", "plate": "/shots/p.####.exr",
-             "mask": "/shots/roto/r.####.exr", "out": "/shots/vm/vm.####.exr",
-             "params": {"downsample_target": 384}},
-            {"name": "BackgroundMatte1", "node": "background-matte",
-             "plate": "/shots/p.####.exr", "clean_plate": "/shots/clean plate.exr",
-             "out": "/shots/bm/bm.####.exr", "device": "cpu"},
-        ],
-        "comp": {"script": "/shots/comp.nk", "writes": ["Write1"], "chunk_size": 25},
-        **extra,
-    }
-    path = tmp_path / "spec.json"
-    path.write_text(json.dumps(data))
-    return str(path)
+def spec(tmp_path, frames: str = "1001-1100") -> str:
+    return str(write_two_node_spec(tmp_path, frames))
 
 
 def xml_of(tmp_path, capsys, *args: str) -> ET.Element:
@@ -65,16 +48,16 @@ def test_when_a_job_is_serialised_then_the_xml_has_its_layers_ranges_chunks_and_
     command = shlex.split(video.findtext("cmd"))
     assert command[:2] == ["mattekit", "render"] and "video-matte" in command
     assert command[command.index("--frames") + 1] == "#FRAME_START#-#FRAME_END#"
-    assert command[command.index("--mask") + 1] == "/shots/roto/r.####.exr"
+    assert command[command.index("--mask") + 1] == "/shots/sh010/roto/r.####.exr"
     assert "downsample_target=384" in command and "--all-or-nothing" in command
     assert [video.findtext("gpus"), video.findtext("gpu_memory")] == ["1", "6g"]
     assert background.find("gpus") is None  # device cpu: no GPU asked for
     # quoting survives a space in a path
     bg_command = shlex.split(background.findtext("cmd"))
-    assert bg_command[bg_command.index("--clean-plate") + 1] == "/shots/clean plate.exr"
+    assert bg_command[bg_command.index("--clean-plate") + 1] == "/shots/sh010/clean plate.exr"
     assert shlex.split(comp.findtext("cmd")) == [
         "nuke", "-t", str(PRECOMPUTE_SCRIPT),
-        "/shots/comp.nk", "--frames", "#FRAME_START#-#FRAME_END#", "--writes", "Write1"]
+        "/shots/sh010/comp.nk", "--frames", "#FRAME_START#-#FRAME_END#", "--writes", "Write1"]
 
     depends = [(d.get("type"), d.findtext("deplayer"), d.findtext("onlayer"))
                for d in root.find("depends")]

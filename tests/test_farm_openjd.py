@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from farm_helpers import write_two_node_spec
 
 from mattekit import ocio
 from mattekit.inference.cli import main
@@ -85,23 +86,7 @@ def alphas(folder: Path) -> list[np.ndarray]:
 
 @pytest.fixture
 def two_node_spec(tmp_path) -> Path:
-    spec = {
-        "name": "sh010 mattes", "frames": "1001-1100", "chunk_size": 10, "target_runtime": 300,
-        "ocio_config": str(tmp_path / "ocio" / "config.ocio"), "cache_dir": "/shared/cache",
-        "gpus": 1, "gpu_memory_gib": 6,
-        "nodes": [
-            {"name": "VideoMatte1", "node": "video-matte", "plate": "/shots/sh010/p.####.exr",
-             "mask": "/shots/sh010/roto/r.####.exr", "out": "/shots/sh010/vm/vm.####.exr",
-             "params": {"downsample_target": 384, "focus_view": False}},
-            {"name": "BackgroundMatte1", "node": "background-matte",
-             "plate": "/shots/sh010/p.####.exr", "clean_plate": "/shots/sh010/clean.exr",
-             "out": "/shots/sh010/bm/bm.####.exr", "device": "cpu"},
-        ],
-        "comp": {"script": "/shots/sh010/comp.nk", "writes": ["Write1"], "chunk_size": 25},
-    }
-    path = tmp_path / "spec.json"
-    path.write_text(json.dumps(spec))
-    return path
+    return write_two_node_spec(tmp_path, ocio_config=str(tmp_path / "ocio" / "config.ocio"))
 
 
 def test_when_a_two_node_job_with_a_comp_is_written_then_openjd_check_passes_and_says_it_all(
@@ -159,7 +144,7 @@ def test_when_a_two_node_job_with_a_comp_is_written_then_openjd_check_passes_and
     values = {v["name"]: v["value"] for v in yaml.safe_load(
         (bundle / openjd.VALUES_FILE).read_text())["parameterValues"]}
     assert values["VideoMatte1Plate"] == "/shots/sh010/p.####.exr"
-    assert values["BackgroundMatte1CleanPlate"] == "/shots/sh010/clean.exr"
+    assert values["BackgroundMatte1CleanPlate"] == "/shots/sh010/clean plate.exr"
     assert values["NukeScript"] == "/shots/sh010/comp.nk"
     assets = yaml.safe_load((bundle / openjd.ASSETS_FILE).read_text())["assetReferences"]
     assert "/shots/sh010/roto" in assets["inputs"]["directories"]
@@ -264,3 +249,20 @@ def test_when_a_plate_frame_is_corrupt_then_its_task_fails_naming_it_and_leaves_
     assert retry.returncode == 0, retry.stdout[-3000:] + retry.stderr
     assert task_reports(retry.stdout) == [(0, 4), (3, 1), (4, 0)]
     assert len(list(out.iterdir())) == FRAMES
+
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "openjd_two_nodes"
+
+
+def test_when_the_two_node_bundle_is_written_then_it_matches_the_reviewed_golden_files(tmp_path):
+    """Any change to the generated job shows up here as a diff to review (regenerate with
+    MATTEKIT_UPDATE_GOLDEN=1 after reviewing it)."""
+    import os
+
+    bundle = tmp_path / "bundle"
+    assert main(["farm", "openjd", "--spec", str(write_two_node_spec(tmp_path)),
+                 "--bundle", str(bundle)]) == 0
+    for name in (openjd.TEMPLATE_FILE, openjd.ASSETS_FILE):
+        if os.environ.get("MATTEKIT_UPDATE_GOLDEN"):
+            (GOLDEN / name).write_text((bundle / name).read_text())
+        assert (bundle / name).read_text() == (GOLDEN / name).read_text(), name

@@ -47,6 +47,10 @@ GPU_MEMORY_AMOUNT = "amount.worker.gpu.memory"   # MiB
 #: Job parameters of one node's files: (name suffix, MatteNode field).
 NODE_PATHS = (("Plate", "plate"), ("CleanPlate", "clean_plate"), ("Mask", "mask"),
               ("Output", "out"))
+PATH_DESCRIPTIONS = {"plate": "plate sequence",
+                     "clean_plate": "clean plate (a still or a sequence)",
+                     "mask": "rough mask (video-matte: its key frames)",
+                     "out": "output sequence"}
 
 
 class OpenJDError(MattekitError):
@@ -173,8 +177,7 @@ def _parameter_definitions(job: FarmJob) -> list[dict[str, Any]]:
                                   "DIRECTORY"))
     for node in job.nodes:
         for key, name in _node_params(node).items():
-            what = "output sequence" if key == "out" else f"{key.replace('_', ' ')} sequence"
-            params.append(_path_param(name, f"{node.name}: {what}"))
+            params.append(_path_param(name, f"{node.name}: {PATH_DESCRIPTIONS[key]}"))
     if job.comp is not None:
         params += [
             _path_param("NukeScript", "The Nuke script the comp step renders", "FILE", "IN"),
