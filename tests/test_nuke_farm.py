@@ -100,7 +100,7 @@ def test_when_submit_to_farm_is_pressed_then_the_bundle_renders_the_node_as_its_
     assert str(folder) in matte["status"].value()
 
 
-def test_when_selected_nodes_and_a_write_go_to_opencue_then_nuke_computes_what_needs_it(
+def test_when_the_gui_submits_the_selection_to_opencue_then_nuke_computes_what_needs_it(
         fake, tmp_path, monkeypatch):
     monkeypatch.setenv("MATTEKIT_FARM", "opencue")
     monkeypatch.setenv("MATTEKIT_FARM_CHUNK", "2")
@@ -118,7 +118,10 @@ def test_when_selected_nodes_and_a_write_go_to_opencue_then_nuke_computes_what_n
     for node in (video, background, write):
         node.setSelected(True)
 
-    nuke.menu("Nodes").findItem("mattekit/Submit selected to farm").invoke()
+    thread = nuke.menu("Nodes").findItem("mattekit/Submit selected to farm").invoke()
+    # the GUI does not wait for the job to be built: a background thread, the status says so
+    assert video["status"].value() == "submitting to the farm (opencue)..."
+    nuke.pump(lambda: not thread.is_alive(), timeout=120)
     xml = (job_folder(tmp_path) / "job.xml").read_text()
     root = ET.fromstring(xml[xml.index("<spec>"):])
     layers = {layer.get("name"): layer for layer in root.iter("layer")}

@@ -15,6 +15,8 @@ Where a node runs on the farm:
 - otherwise (a graded plate, a Roto mask, a clean plate: inputs only Nuke can render): the
   Nuke step, ``nuke -t mattekit_precompute.py --nodes ...``, computes it inside Nuke.
 
+The GUI never waits: the knobs are read in the main thread, the job is built and submitted
+on a background thread, and the outcome lands on each node's status line (and in a message).
 Selected Writes become the comp step (after the matte steps), which computes every mattekit
 node upstream of them and renders them. Settings come from the environment, so a studio sets
 them once for everyone:
@@ -34,9 +36,10 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from mattekit_host import knobs, nodes, paths
 from mattekit_host.errors import MattekitHostError
@@ -231,8 +234,18 @@ def build_and_submit(spec: Dict[str, Any], folder: str, farm: str) -> Submission
 
 # -- in Nuke ---------------------------------------------------------------------------------
 
-def submit(matte_nodes: Sequence[nuke.Node], writes: Sequence[nuke.Node]) -> Submission:
-    """Submit these mattekit nodes (and Writes, as the comp) of the saved script."""
+@dataclass
+class _Prepared:
+    """A job read from the script in the main thread, ready to build off it."""
+
+    spec: Dict[str, Any]
+    folder: str
+    farm: str
+    notes: List[str]
+
+
+def _prepare(matte_nodes: Sequence[nuke.Node], writes: Sequence[nuke.Node]) -> _Prepared:
+    """Read the script and the nodes' knobs (main thread only)."""
     import nuke
 
     script = nuke.root().name()
@@ -243,13 +256,24 @@ def submit(matte_nodes: Sequence[nuke.Node], writes: Sequence[nuke.Node]) -> Sub
     states = [nodes.snapshot(node) for node in matte_nodes]
     spec, notes = farm_spec(script, states, [w.fullName() for w in writes], settings,
                             nodes.project_range(), os.path.join(settings.folder, "mattes"))
-    submission = build_and_submit(spec, folder, settings.farm)
-    submission.notes = notes
+    return _Prepared(spec=spec, folder=folder, farm=settings.farm, notes=notes)
+
+
+def _build(prepared: _Prepared) -> Submission:
+    submission = build_and_submit(prepared.spec, prepared.folder, prepared.farm)
+    submission.notes = prepared.notes
     return submission
+
+
+def submit(matte_nodes: Sequence[nuke.Node], writes: Sequence[nuke.Node]) -> Submission:
+    """Submit these mattekit nodes (and Writes, as the comp) of the saved script, in the
+    calling thread (for scripts and ``nuke -t``)."""
+    return _build(_prepare(matte_nodes, writes))
 
 
 def _report(matte_nodes: Sequence[nuke.Node], submission: Optional[Submission],
             error: Optional[str]) -> None:
+    """The outcome on each node's status line, in the terminal and (GUI) in a message."""
     import nuke
 
     if submission is None:
@@ -260,33 +284,61 @@ def _report(matte_nodes: Sequence[nuke.Node], submission: Optional[Submission],
         text = (f"farm job written ({submission.farm}; no farm client set up here to submit "
                 f"it): {submission.folder}")
     for node in matte_nodes:
-        nodes.set_status(node, text)
-    lines = [f"mattekit: {text}", *(submission.notes if submission else [])]
+        try:
+            nodes.set_status(node, text)
+        except ValueError:  # the node was deleted meanwhile
+            pass
+    lines = [f"mattekit: {text}", *(f"mattekit: {n}" for n in
+                                    (submission.notes if submission else []))]
     for line in lines:
-        nuke.tprint(line if line.startswith("mattekit") else f"mattekit: {line}")
+        nuke.tprint(line)
     if nuke.GUI:
         nuke.message("\n".join(lines))
 
 
 def _submit_and_report(matte_nodes: Sequence[nuke.Node], writes: Sequence[nuke.Node]
-                       ) -> Optional[Submission]:
+                       ) -> Union[Submission, threading.Thread, None]:
+    """Submit and report. In the GUI the job is built on a background thread (the CLI and a
+    farm client take seconds) and the thread is returned; headless, the Submission."""
+    import nuke
+
     try:
-        submission = submit(matte_nodes, writes)
+        prepared = _prepare(matte_nodes, writes)
     except MattekitHostError as exc:
         _report(matte_nodes, None, str(exc))
         return None
-    _report(matte_nodes, submission, None)
-    return submission
+    if not nuke.GUI:
+        try:
+            submission = _build(prepared)
+        except MattekitHostError as exc:
+            _report(matte_nodes, None, str(exc))
+            return None
+        _report(matte_nodes, submission, None)
+        return submission
+    for node in matte_nodes:
+        nodes.set_status(node, f"submitting to the farm ({prepared.farm})...")
+
+    def work() -> None:
+        try:
+            built: Optional[Submission] = _build(prepared)
+            error = None
+        except MattekitHostError as exc:
+            built, error = None, str(exc)
+        nuke.executeInMainThread(_report, args=(matte_nodes, built, error))
+
+    thread = threading.Thread(target=work, name="mattekit farm submission", daemon=True)
+    thread.start()
+    return thread
 
 
-def submit_node(node: Optional[nuke.Node] = None) -> Optional[Submission]:
+def submit_node(node: Optional[nuke.Node] = None) -> Union[Submission, threading.Thread, None]:
     """The Submit to Farm button: this node's frame range as a farm job."""
     import nuke
 
     return _submit_and_report([node if node is not None else nuke.thisNode()], [])
 
 
-def submit_selected() -> Optional[Submission]:
+def submit_selected() -> Union[Submission, threading.Thread, None]:
     """Menu "Submit selected to farm": every selected mattekit node, and the selected Writes
     as the comp step."""
     import nuke
