@@ -50,8 +50,8 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("MATTEKIT_PYTHON", sys.executable)
     monkeypatch.setenv("MATTEKIT_FARM_FOLDER", str(tmp_path / "farm"))
-    for name in ("MATTEKIT_FARM", "MATTEKIT_FARM_CHUNK", "MATTEKIT_FARM_CACHE", "CUEBOT_HOSTS",
-                 "OCIO"):
+    for name in ("MATTEKIT_FARM", "MATTEKIT_FARM_CHUNK", "MATTEKIT_FARM_CACHE",
+                 "MATTEKIT_FARM_GPUS", "CUEBOT_HOSTS", "OCIO"):
         monkeypatch.delenv(name, raising=False)
     yield tools
     nuke.reset()
@@ -104,6 +104,7 @@ def test_when_the_gui_submits_the_selection_to_opencue_then_nuke_computes_what_n
         fake, tmp_path, monkeypatch):
     monkeypatch.setenv("MATTEKIT_FARM", "opencue")
     monkeypatch.setenv("MATTEKIT_FARM_CHUNK", "2")
+    monkeypatch.setenv("MATTEKIT_FARM_GPUS", "0")  # a CPU farm
     run_init(gui=True)
     saved_script(tmp_path)
     plate = write_plate(tmp_path / "plate", count=4)
@@ -131,6 +132,7 @@ def test_when_the_gui_submits_the_selection_to_opencue_then_nuke_computes_what_n
     assert comp[comp.index("--writes") + 1] == "Write1"
     assert comp[comp.index("--nodes") + 1] == "BackgroundMatte1"
     assert "--no-render" not in comp
+    assert layers["matte_VideoMatte1"].find("gpus") is None
     assert [d.findtext("onlayer") for d in root.find("depends")] == ["matte_VideoMatte1"]
     note = "BackgroundMatte1: computed inside Nuke on the farm (its CleanPlate input"
     assert any(note in message for message in nuke.messages)

@@ -124,7 +124,10 @@ def spec_data(args: argparse.Namespace) -> dict[str, Any]:
     if args.comp_script:
         data["comp"] = {**(data.get("comp") or {}), "script": args.comp_script}
     for key in ("writes", "nuke"):
-        if getattr(args, key) and data.get("comp"):
+        if getattr(args, key):
+            if not data.get("comp"):
+                raise MattekitError(f"--{key} is for the Nuke comp step: give --comp-script "
+                                    "too (or a comp in the spec)")
             data["comp"][key] = getattr(args, key)
     return data
 

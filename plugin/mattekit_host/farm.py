@@ -26,7 +26,8 @@ them once for everyone:
   through pycue when ``CUEBOT_HOSTS`` is set);
 - ``MATTEKIT_FARM_FOLDER``: where jobs and the farm's mattes go (default: ``mattekit_farm``
   beside the script); ``MATTEKIT_FARM_CHUNK``: frames per task (default 10);
-  ``MATTEKIT_FARM_CACHE``: a cache folder every farm host shares (default: each host's own).
+  ``MATTEKIT_FARM_CACHE``: a cache folder every farm host shares (default: each host's own);
+  ``MATTEKIT_FARM_GPUS``: GPUs a matte task needs (default 1; 0: any host).
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ FARM_ENV = "MATTEKIT_FARM"
 FOLDER_ENV = "MATTEKIT_FARM_FOLDER"
 CHUNK_ENV = "MATTEKIT_FARM_CHUNK"
 CACHE_ENV = "MATTEKIT_FARM_CACHE"
+GPUS_ENV = "MATTEKIT_FARM_GPUS"
 CUEBOT_ENV = "CUEBOT_HOSTS"
 FARMS = ("openjd", "opencue")
 SPEC_FILE = "spec.json"
@@ -69,6 +71,7 @@ class FarmSettings:
     folder: str = ""
     chunk_size: int = 10
     cache_dir: Optional[str] = None
+    gpus: Optional[int] = None        # None: the CLI's default (1)
 
 
 @dataclass
@@ -91,10 +94,15 @@ def settings_from_env(script: str) -> FarmSettings:
     if not chunk_text.isdigit() or int(chunk_text) < 1:
         raise FarmSubmitError(f"${CHUNK_ENV} is {chunk_text!r}; give the frames per task, "
                               "e.g. 10")
+    gpus_text = os.environ.get(GPUS_ENV, "").strip()
+    if gpus_text and not gpus_text.isdigit():
+        raise FarmSubmitError(f"${GPUS_ENV} is {gpus_text!r}; give the GPUs a matte task "
+                              "needs (0: any host)")
     folder = os.environ.get(FOLDER_ENV, "").strip() or os.path.join(
         os.path.dirname(os.path.abspath(script)), "mattekit_farm")
     return FarmSettings(farm=farm, folder=folder, chunk_size=int(chunk_text),
-                        cache_dir=os.environ.get(CACHE_ENV, "").strip() or None)
+                        cache_dir=os.environ.get(CACHE_ENV, "").strip() or None,
+                        gpus=int(gpus_text) if gpus_text else None)
 
 
 # -- the spec (pure) -----------------------------------------------------------------------------
@@ -165,6 +173,8 @@ def farm_spec(script: str, states: Sequence[knobs.NodeState], writes: Sequence[s
         spec["ocio_config"] = ocio
     if settings.cache_dir:
         spec["cache_dir"] = settings.cache_dir
+    if settings.gpus is not None:
+        spec["gpus"] = settings.gpus
     if writes or in_nuke:
         spec["comp"] = {"script": script, "writes": list(writes), "nodes": in_nuke,
                         "render": bool(writes)}
