@@ -132,11 +132,12 @@ def job_name(script: str) -> str:
 
 def matte_entry(state: knobs.NodeState, out: str, project: Tuple[int, int]) -> Dict[str, Any]:
     """A node of the farm spec: the job its own Process would send the worker, over the node's
-    frame range, writing ``out``."""
+    frame range (left out when it is the project's: the job's frames then apply), writing
+    ``out``."""
     if state.plate_read is None:
         raise FarmSubmitError(f"{state.full_name}: {needs_nuke(state)}")
     first, last = knobs.parse_frame_range(state.values.get(knobs.FRAME_RANGE), project)
-    return {
+    entry: Dict[str, Any] = {
         "name": spec_name(state.full_name),
         "node": knobs.node_type(state.kind).worker_node,
         "plate": state.plate_read.pattern,
@@ -147,6 +148,9 @@ def matte_entry(state: knobs.NodeState, out: str, project: Tuple[int, int]) -> D
         "device": knobs.device_from_knobs(state.values),
         "params": knobs.params_from_knobs(state.kind, state.values, state.full_name),
     }
+    if (first, last) == tuple(project):
+        del entry["frames"]
+    return entry
 
 
 def farm_spec(script: str, states: Sequence[knobs.NodeState], writes: Sequence[str],
