@@ -54,8 +54,9 @@ def has_cuda_gpu() -> bool:
 
 
 def pip_extras(runtime: str, train: bool = False) -> str:
-    """The extras installed: the onnxruntime build, dev tools, and torch with --train."""
-    return ",".join([runtime, "dev", *(["train"] if train else [])])
+    """The extras installed: the onnxruntime build, dev tools, the render-farm job tools
+    (`mattekit farm`, and the Nuke plugin's Submit to Farm), and torch with --train."""
+    return ",".join([runtime, "dev", "farm", *(["train"] if train else [])])
 
 
 def install_fingerprint(extras: str) -> str:
@@ -72,8 +73,8 @@ def pip(python: Path, *args: str) -> None:
 
 
 def set_up_venv(force: bool, train: bool = False) -> Path:
-    """Create .venv and install mattekit (editable) with runtime deps, dev tools and RVM weights,
-    and torch (the `train` extra) when `train`."""
+    """Create .venv and install mattekit (editable) with runtime deps, dev tools, farm tools and
+    RVM weights, and torch (the `train` extra) when `train`."""
     if not venv_python().exists():
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)

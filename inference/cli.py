@@ -6,6 +6,7 @@
     mattekit models
     mattekit cache ls | gc | clear
     mattekit worker start | stop | status
+    mattekit farm openjd | opencue --spec job.yaml ...
 """
 from __future__ import annotations
 
@@ -84,6 +85,9 @@ def _parsed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     render.add_argument("--no-cache", action="store_true",
                         help="compute every frame and write straight to --out")
     render.add_argument("--quiet", action="store_true", help="no progress bar")
+    render.add_argument("--all-or-nothing", action="store_true",
+                        help="on error, remove the outputs this render already wrote (a farm "
+                             "task's chunk; the cache keeps them, so a retry is a cache hit)")
 
     demo = commands.add_parser("demo", help="render the bundled demo clip and a contact sheet")
     demo.add_argument("--out", type=Path, default=Path("mattekit-demo"),
@@ -117,6 +121,9 @@ def _parsed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     from mattekit.inference.worker.cli import add_worker_parser
 
     add_worker_parser(commands)
+    from mattekit.inference.farm.cli import add_farm_parser
+
+    add_farm_parser(commands)
     return parser.parse_args(argv)
 
 
@@ -138,7 +145,8 @@ def _render(args: argparse.Namespace) -> int:
                     engine=args.engine, colorspace=args.colorspace,
                     ocio_config=args.ocio_config, device=args.device, params=dict(args.param),
                     compression=args.compression, pixel_type=args.pixel_type,
-                    cache_root=args.cache_dir, use_cache=not args.no_cache)
+                    cache_root=args.cache_dir, use_cache=not args.no_cache,
+                    all_or_nothing=args.all_or_nothing)
     with tqdm(total=frame_count(job), unit="frame", disable=args.quiet or None,
               desc=args.node, file=sys.stderr) as bar:
         report = render(job, on_frame=lambda _: bar.update(1))
@@ -220,6 +228,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from mattekit.inference.worker.cli import run as run_worker
 
             return run_worker(args)
+        if args.command == "farm":
+            from mattekit.inference.farm.cli import run as run_farm
+
+            return run_farm(args)
         return _cache(args)
     except MattekitError as exc:
         print(f"mattekit: error: {exc}", file=sys.stderr)

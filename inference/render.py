@@ -88,6 +88,7 @@ class RenderJob:
     cache_root: Optional[Path] = None
     use_cache: bool = True
     io_threads: int = 2
+    all_or_nothing: bool = False  # on error, withdraw the outputs this render published (farm)
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,7 @@ class _Renderer:
             "pixel_type": job.pixel_type,
         }
         self.keys = self._frame_keys(self._input_digests())
+        self.published: list[Path] = []  # outputs made visible by this render (list.append: atomic)
 
     def _given_inputs(self) -> dict[str, str]:
         """The engine's other inputs the job names (clean plate, mask), checked against the
@@ -430,6 +432,7 @@ class _Renderer:
         if self.cache is None:
             out = self.output(index)
             write_exr(out, fg, result.alpha, **write_args)
+            self.published.append(out)
             return FrameResult(self.frames[index], out, False, time.perf_counter() - started)
         with self.cache.writer(key) as writer:
             if writer.existing is None:
@@ -451,6 +454,7 @@ class _Renderer:
             return FrameResult(self.frames[index], source, hit, time.perf_counter() - started)
         out = self.output(index)
         link_or_copy(source, out)
+        self.published.append(out)
         return FrameResult(self.frames[index], out, hit, time.perf_counter() - started)
 
     def output(self, index: int) -> Path:
@@ -578,9 +582,18 @@ def render(job: RenderJob, on_frame: Optional[Callable[[FrameResult], None]] = N
     created from the manifest.
 
     Raises a MattekitError subclass naming the file, frame and cause on bad input; frames
-    finished before an error stay valid, and no partial file is ever left behind.
+    finished before an error stay valid (in the cache; at the output too unless
+    ``job.all_or_nothing``: a farm task's chunk is then published whole or not at all), and no
+    partial file is ever left behind.
     """
-    return _Renderer(job, cancel, engine).run(on_frame)
+    renderer = _Renderer(job, cancel, engine)
+    try:
+        return renderer.run(on_frame)
+    except BaseException:
+        if job.all_or_nothing:
+            for path in renderer.published:
+                path.unlink(missing_ok=True)
+        raise
 
 
 def frame_count(job: RenderJob) -> int:

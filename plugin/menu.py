@@ -23,7 +23,7 @@ def _mattekit_menu():
 
     if not nuke.GUI:
         return
-    from mattekit_host import nodes, panel
+    from mattekit_host import farm, nodes, panel
 
     toolbar = nuke.menu("Nodes")
     menu = toolbar.addMenu("mattekit")
@@ -31,6 +31,7 @@ def _mattekit_menu():
         menu.addCommand(name, _mattekit_create(name))
     menu.addSeparator()
     menu.addCommand("Process selected", nodes.process_selected)
+    menu.addCommand("Submit selected to farm", farm.submit_selected)
     menu.addCommand("Worker status", panel.show_panel)
     panel.register_panel()
 

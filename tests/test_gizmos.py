@@ -173,3 +173,10 @@ def test_when_the_output_is_followed_back_then_it_comes_from_the_result_read(giz
     assert read["inputs"] == "0" and read["raw"] == "true" and read["on_error"] == "error"
     assert chain[1][1]["disable"] == "{parent.output!=1}"
     assert chain[2][1]["disable"] == "{parent.output!=2}"
+
+
+def test_when_a_gizmo_is_parsed_then_it_has_a_submit_to_farm_button(gizmo):
+    button = gizmo["knobs"][knobs.SUBMIT_FARM]
+    assert button["type"] == "PyScript" and button.get("t", "").strip()
+    assert "farm.submit_node(nuke.thisNode())" in button["T"]
+    compile(button["T"], knobs.SUBMIT_FARM, "exec")

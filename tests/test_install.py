@@ -53,8 +53,8 @@ def test_when_the_install_is_unchanged_then_the_fingerprint_is_stable(installer)
 
 def test_when_train_is_asked_for_then_torch_is_in_the_extras_and_the_fingerprint_changes(
         installer):
-    assert installer.pip_extras("cpu") == "cpu,dev"
-    assert installer.pip_extras("gpu", train=True) == "gpu,dev,train"
+    assert installer.pip_extras("cpu") == "cpu,dev,farm"
+    assert installer.pip_extras("gpu", train=True) == "gpu,dev,farm,train"
     plain = installer.install_fingerprint(installer.pip_extras("cpu"))
     train = installer.install_fingerprint(installer.pip_extras("cpu", train=True))
     assert plain != train
@@ -72,12 +72,12 @@ def test_when_rerun_with_the_same_flags_then_pip_is_not_run_again(installer, tmp
     monkeypatch.setattr(installer, "has_cuda_gpu", lambda: False)
     monkeypatch.setattr(installer, "pip", lambda py, *args: calls.append(args))
     installer.set_up_venv(force=False, train=True)
-    assert calls[0] == ("-e", f"{ROOT}[cpu,dev,train]")
+    assert calls[0] == ("-e", f"{ROOT}[cpu,dev,farm,train]")
     count = len(calls)
     installer.set_up_venv(force=False, train=True)
     assert len(calls) == count  # same flags: a no-op
     installer.set_up_venv(force=False, train=False)
-    assert calls[count] == ("-e", f"{ROOT}[cpu,dev]")  # other flags: pip runs again
+    assert calls[count] == ("-e", f"{ROOT}[cpu,dev,farm]")  # other flags: pip runs again
 
 
 def test_when_train_is_given_on_the_command_line_then_set_up_gets_it(installer, monkeypatch):

@@ -10,4 +10,5 @@ two packages never import each other's internals (STYLE.md, point 3).
 - ``errors``: the exceptions this package raises (``MattekitHostError`` and its subclasses).
 - ``paths``: the worker's home folder, the token, ``worker.json``, the worker's interpreter.
 - ``client``: ``WorkerClient``, which starts or reattaches to the worker and runs requests.
+- ``farm``: Submit to Farm (a job built by the worker environment's `mattekit farm`).
 """

@@ -38,6 +38,7 @@ CLEAR_CACHE = "clear_cache"
 PROCESS_FRAME = "process_frame"
 PROCESS_RANGE = "process_range"
 STATUS = "status"
+SUBMIT_FARM = "submit_farm"          # the Submit to Farm button (farm.py)
 NODE_KIND = "mattekit_node"          # hidden: the worker's node name ("video-matte")
 SIGNATURE = "result_signature"       # hidden: the job signature the results were made with
 # Hidden knobs that remember the results: a gizmo's internal nodes are rebuilt from the .gizmo
@@ -50,7 +51,7 @@ RESULT_COLORSPACE = "result_colorspace"  # empty: read the results raw
 RESULT_KNOBS = (RESULT_FILE, RESULT_FIRST, RESULT_LAST, RESULT_COLORSPACE)
 COMMON_KNOBS = (ENGINE, DEVICE, INPUT_COLORSPACE, FRAME_RANGE, OUTPUT, CACHE_FOLDER,
                 CLEAR_CACHE, PROCESS_FRAME, PROCESS_RANGE, STATUS, NODE_KIND, SIGNATURE,
-                RESULT_FILE, RESULT_FIRST, RESULT_LAST, RESULT_COLORSPACE)
+                RESULT_FILE, RESULT_FIRST, RESULT_LAST, RESULT_COLORSPACE, SUBMIT_FARM)
 
 #: Internal nodes of every gizmo, by name.
 RESULT_READ = "Result"

@@ -106,7 +106,8 @@ def precompute(writes: Sequence[nuke.Node], first: int, last: int, force: bool =
                client: Optional[WorkerClient] = None,
                log: Optional[Callable[[str], None]] = None) -> List[nodes.Outcome]:
     """Compute the missing matte frames first..last of every mattekit node upstream of
-    ``writes``, in the calling thread, before they are rendered. A node whose plate goes
+    ``writes`` (or among them: a mattekit node counts too), in the calling thread, before they
+    are rendered. A node whose plate goes
     through its internal Write is always processed (the host cannot see whether upstream
     pixels changed; the worker's cache makes unchanged frames a hit). Raises PrecomputeError
     naming every node that failed."""
