@@ -19,7 +19,10 @@ from mattekit.inference.errors import InputWarning
 REGISTRATION_SIZE = 640  # long side, in pixels, of the images features are matched on
 SCORING_SIZE = 960  # long side the difference is scored at (edges are solved at full size)
 FILL_SIZE = 480  # long side the smooth foreground colour fill is computed at
-SCORING_BLUR = 1.5  # Gaussian sigma, in pixels, of the smoothing applied before scoring
+# Gaussian sigma, in pixels, of the smoothing applied before scoring: under visible noise, and
+# after a warp (resampling residue only: a lighter touch, so thin gaps stay open)
+NOISE_BLUR = 1.5
+WARP_BLUR = 1.0
 GAIN_SIZE = 240  # long side the exposure gains are read at (averaging quiets sensor noise)
 UNCOVERED_SIZE = 480  # long side the alpha is carried into uncovered borders at (at most)
 UNCOVERED_MAX_UNKNOWNS = 12000  # border pixels solved at most (coarser beyond)
@@ -272,11 +275,12 @@ def subject_score(plate: np.ndarray, background: np.ndarray, noisy: bool, regist
     sigma = noise_sigma(observed, expected)
     fine_observed, fine_expected, fine_sigma = observed, expected, sigma
     if noisy or registered:
-        # visible sensor noise: score a slightly smoothed difference (the soft edge is solved
-        # again at full resolution below), with the noise the smoothing leaves
-        fine_observed = cv2.GaussianBlur(observed, (0, 0), SCORING_BLUR)
-        fine_expected = cv2.GaussianBlur(expected, (0, 0), SCORING_BLUR)
-        fine_sigma = sigma * blurred_noise_factor(SCORING_BLUR)
+        # visible sensor noise or warp residue: score a slightly smoothed difference (the
+        # soft edge is solved again at full resolution below), with the noise it leaves
+        blur = NOISE_BLUR if noisy else WARP_BLUR
+        fine_observed = cv2.GaussianBlur(observed, (0, 0), blur)
+        fine_expected = cv2.GaussianBlur(expected, (0, 0), blur)
+        fine_sigma = sigma * blurred_noise_factor(blur)
     if shadow_tolerance > 0:
         shading = shadow_shading(fine_observed, fine_expected, fine_sigma, shadow_tolerance)
         fine_expected = fine_expected * shading[..., None]

@@ -16,7 +16,7 @@ from mattekit.inference.cleanplate import clean_plate_matte, downsized, resized_
 from mattekit.inference.engines.rvm import MatteResult, RvmEngine
 from mattekit.inference.errors import EngineError
 
-ENGINE_VERSION = "cleanplate-4"  # bump when a change alters the output (invalidates caches)
+ENGINE_VERSION = "cleanplate-5"  # bump when a change alters the output (invalidates caches)
 PRIOR_SIZE = 320  # long side the RVM prior runs at (a coarse "which regions are the subject")
 
 
