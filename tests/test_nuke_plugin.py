@@ -210,7 +210,7 @@ def test_when_the_plate_is_a_plain_read_then_the_worker_reads_its_files_in_its_c
 
 
 def test_when_the_plate_is_not_a_read_then_the_internal_write_renders_it_in_working_space():
-    plan = knobs.build_job(state(kind="ParallaxMatte", connected=("Plate", "Mask"),
+    plan = knobs.build_job(state(kind="Sparse4KRefine", connected=("Plate", "Mask"),
                                  working_space="ACES - ACEScg"), "/cache", 1, 3)
     assert plan.writes == [("Write_Plate", f"{plan.work}/inputs/Plate.####.exr")]
     assert plan.job["plate"] == plan.writes[0][1]
@@ -453,7 +453,7 @@ def test_when_video_matte_has_a_mask_then_the_worker_gets_its_key_frame_and_the_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["ParallaxMatte", "Sparse4KRefine"])
+@pytest.mark.parametrize("kind", ["Sparse4KRefine"])
 def test_when_a_node_has_no_engine_yet_then_its_status_says_not_implemented(
         fake, worker_env, tmp_path, kind):
     nuke.GUI = True

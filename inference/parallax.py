@@ -1,0 +1,290 @@
+"""Two-view matting maths: a second frame with camera parallax sees the same foreground over a
+different background, which pins down alpha where one frame cannot.
+
+The stages follow Parallax Portrait Matting: a trimap; dense optical flow between the views;
+inside the unknown band the flow is replaced by that of the nearest certain-foreground pixel
+(foreground motion) and of the nearest certain-background pixel (background motion); the
+reference is warped both ways, background-aligned (it shows the background the subject hides
+here, dis-occluded) and foreground-aligned (the subject fixed, the background shifted). The
+network of the paper is replaced here by an exact per-pixel solve of
+
+    I1 = aF + (1 - a) B1          (the plate)
+    I0 = aF + (1 - a) B0          (the foreground-aligned reference)
+
+with B1, B0 taken from dis-occluded samples: a = 1 - <I1 - I0, B1 - B0> / |B1 - B0|^2. Where
+only one background is seen it is a known-background solve; where neither, where there is no
+parallax or where the flow is inconsistent, the result falls back smoothly to the single-frame
+estimate (the same frame twice gives exactly the single-frame result).
+
+Flow is OpenCV's DIS (Kroeger et al. 2016): dense, sub-pixel, robust to the brightness
+texture of real plates and fast on a CPU (Farneback is slower and smoother across the
+subject's outline, where the two motions must stay apart). All images are linear RGB float32
+(H, W, 3); alpha, trimap and weights (H, W) in 0..1; flows (H, W, 2) in pixels with the
+backward convention of ``motion.py``: ``reference(x + flow[x]) ~ plate(x)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import cv2
+import numpy as np
+
+from mattekit.inference.cleanplate import downsized, propagated_colour, resized_to, smoothstep
+from mattekit.inference.motion import backward_flow, resized_flow, warp_backward
+from mattekit.inference.tiler import tiled_or_whole
+
+FILL_SIZE = 480  # long side the smooth foreground / background colour fill is computed at
+MIN_FLOW_SIDE = 32  # frames smaller than this have too little texture for DIS
+UNKNOWN = 0.5  # trimap value of the unknown band
+CONSISTENCY_PIXELS = 1.0  # forward-backward flow error (pixels) still counted as consistent
+PARALLAX_PIXELS = (0.5, 1.5)  # relative motion below: no parallax; above: full weight
+SOLVE_ITERATIONS = 4  # alternations of "which samples are clean" and "alpha from them"
+KNOWN_RELIABILITY = (0.02, 0.15)  # |F - B| / |B| where a known-background solve starts / is sure
+TWO_VIEW_RELIABILITY = (0.02, 0.1)  # |B1 - B0| / |B| (less misfit) same for the two-view solve
+
+
+@dataclass
+class ParallaxFlows:
+    """Flow of the plate's pixels into the reference, split by what moves them."""
+
+    foreground: np.ndarray  # (H, W, 2): the subject's motion, the band filled from certain fg
+    background: np.ndarray  # (H, W, 2): the background's motion, filled from certain bg
+    foreground_trust: np.ndarray  # (H, W): forward-backward consistency of the fg motion
+    background_trust: np.ndarray  # (H, W): same for the background motion
+
+
+@dataclass
+class ParallaxMatte:
+    alpha: np.ndarray
+    foreground: np.ndarray  # un-premultiplied, linear
+    confidence: np.ndarray  # how much of alpha the second view decided (0 = single frame)
+
+
+def trimap_from_alpha(alpha: np.ndarray, band: int) -> np.ndarray:
+    """Trimap (0 bg, 0.5 unknown, 1 fg) from a rough alpha or roto: binarised at 0.5, the
+    certain regions pulled back by ``band`` pixels either side; a soft (0.05..0.95) pixel of
+    the input is unknown too."""
+    solid = (alpha > 0.5).astype(np.uint8)
+    size = 2 * max(1, int(band)) + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    foreground = cv2.erode(solid, kernel, borderType=cv2.BORDER_REPLICATE) > 0
+    background = cv2.dilate(solid, kernel, borderType=cv2.BORDER_REPLICATE) == 0
+    soft = (alpha > 0.05) & (alpha < 0.95)
+    trimap = np.full(alpha.shape, UNKNOWN, np.float32)
+    trimap[foreground & ~soft] = 1.0
+    trimap[background & ~soft] = 0.0
+    return trimap
+
+
+def luma_8bit(linear: np.ndarray) -> np.ndarray:
+    """A display-like 8-bit grey copy of a linear image (what DIS works on)."""
+    luma = linear @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    return (np.sqrt(np.clip(luma, 0.0, 1.0)) * 255.0 + 0.5).astype(np.uint8)
+
+
+def nearest_fill(values: np.ndarray, source: np.ndarray) -> Optional[np.ndarray]:
+    """Every pixel takes the value of its nearest ``source`` pixel (bool (H, W)); values
+    (H, W, C). None when there is no source pixel."""
+    if not source.any():
+        return None
+    _, labels = cv2.distanceTransformWithLabels(
+        (~source).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    # with DIST_LABEL_PIXEL the zero pixels are labelled 1.. in raster order
+    origin = np.flatnonzero(source.ravel())[labels.ravel() - 1]
+    channels = values.shape[2]
+    return values.reshape(-1, channels)[origin].reshape(values.shape)
+
+
+def flow_error(flow: np.ndarray, reverse: np.ndarray) -> np.ndarray:
+    """Forward-backward inconsistency |flow(x) + reverse(x + flow(x))| in pixels."""
+    back = warp_backward(reverse, flow)
+    return np.sqrt(np.sum((flow + back) ** 2, axis=2)).astype(np.float32)
+
+
+def parallax_flows(plate: np.ndarray, reference: np.ndarray, trimap: np.ndarray,
+                   flow_size: int = 1024) -> Optional[ParallaxFlows]:
+    """DIS flow plate -> reference at <= ``flow_size`` px, with the unknown band's flow
+    replaced by its nearest consistent certain-foreground and certain-background neighbours.
+    None when the frames are too small for flow or a region has no consistent pixel."""
+    small_plate, small_reference = downsized(plate, flow_size), downsized(reference, flow_size)
+    if min(small_plate.shape[:2]) < MIN_FLOW_SIDE:
+        return None
+    grey_plate, grey_reference = luma_8bit(small_plate), luma_8bit(small_reference)
+    flow = backward_flow(grey_reference, grey_plate)
+    reverse = backward_flow(grey_plate, grey_reference)
+    error = flow_error(flow, reverse)
+    small_trimap = cv2.resize(trimap, (flow.shape[1], flow.shape[0]),
+                              interpolation=cv2.INTER_NEAREST)
+    consistent = error < 2.0 * CONSISTENCY_PIXELS
+    fields = np.dstack([flow, error])
+    filled = []
+    for certain in (small_trimap > 0.99, small_trimap < 0.01):
+        moved = nearest_fill(fields, certain & consistent)
+        if moved is None:
+            return None
+        moved = np.where(certain[..., None], fields, moved)
+        filled.append(moved)
+    shape = (plate.shape[0], plate.shape[1])
+
+    def trust(err: np.ndarray) -> np.ndarray:
+        scale = plate.shape[1] / err.shape[1]
+        return np.exp(-(resized_to(err, shape) * scale / CONSISTENCY_PIXELS) ** 2)
+
+    return ParallaxFlows(foreground=resized_flow(np.ascontiguousarray(filled[0][..., :2]), shape),
+                         background=resized_flow(np.ascontiguousarray(filled[1][..., :2]), shape),
+                         foreground_trust=trust(filled[0][..., 2]).astype(np.float32),
+                         background_trust=trust(filled[1][..., 2]).astype(np.float32))
+
+
+def colour_fill(image: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The colour of the nearest pixels of ``region`` everywhere (coarse-to-fine, at
+    FILL_SIZE), the image itself inside the region."""
+    filled = resized_to(propagated_colour(downsized(image, FILL_SIZE),
+                                          downsized(region.astype(np.float32), FILL_SIZE)),
+                        image.shape[:2])
+    return np.where(region[..., None], image, filled).astype(np.float32)
+
+
+def solve_known_background(image: np.ndarray, background: np.ndarray, foreground: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Alpha of I = aF + (1 - a)B with B and F known (least squares per pixel), and how far
+    F is from B relative to the colours (the solve's reliability)."""
+    f_minus_b = foreground - background
+    denom = np.einsum("hwc,hwc->hw", f_minus_b, f_minus_b)
+    alpha = np.einsum("hwc,hwc->hw", image - background, f_minus_b) / np.maximum(denom, 1e-8)
+    reliability = np.sqrt(denom) / (_length(background) + 0.05)
+    return np.clip(alpha, 0.0, 1.0).astype(np.float32), reliability.astype(np.float32)
+
+
+def solve_two_observations(plate: np.ndarray, aligned: np.ndarray, background: np.ndarray,
+                           aligned_background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Alpha from I1 = aF + (1 - a)B1 and I0 = aF + (1 - a)B0 with both backgrounds known:
+    1 - a = <I1 - I0, B1 - B0> / |B1 - B0|^2; and the reliability: |B1 - B0| relative to the
+    colours, lowered by the part of I1 - I0 the model does not explain (misalignment)."""
+    diff_b = background - aligned_background
+    diff_i = plate - aligned
+    denom = np.einsum("hwc,hwc->hw", diff_b, diff_b)
+    transparency = np.einsum("hwc,hwc->hw", diff_i, diff_b) / np.maximum(denom, 1e-8)
+    transparency = np.clip(transparency, 0.0, 1.0)
+    residual = _length(diff_i - transparency[..., None] * diff_b)
+    scale = _length(background) + _length(aligned_background) + 0.1
+    reliability = (np.sqrt(denom) - 2.0 * residual) / scale
+    return (1.0 - transparency).astype(np.float32), reliability.astype(np.float32)
+
+
+def single_frame_matte(plate: np.ndarray, trimap: np.ndarray, prior: Optional[np.ndarray]
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What one frame alone gives: alpha, the un-premultiplied foreground and the background
+    behind the subject. Certain regions from the trimap; in the unknown band the prior's
+    alpha when there is one (RVM), else a colour-sampling solve against the nearest certain
+    foreground and background colours."""
+    solid, clear = trimap > 0.99, trimap < 0.01
+    unknown = ~(solid | clear)
+    fg_colour = colour_fill(plate, solid) if solid.any() else plate.copy()
+    bg_colour = colour_fill(plate, clear) if clear.any() else plate.copy()
+    if prior is not None:
+        alpha = prior.astype(np.float32)
+    else:
+        alpha, _ = solve_known_background(plate, bg_colour, fg_colour)
+    alpha = np.where(unknown, alpha, trimap).astype(np.float32)
+    foreground = unmixed_foreground(plate, alpha, bg_colour, fg_colour)
+    return alpha, foreground, bg_colour
+
+
+def unmixed_foreground(plate: np.ndarray, alpha: np.ndarray, background: np.ndarray,
+                       guess: np.ndarray) -> np.ndarray:
+    """F = (I - (1 - a)B) / a where alpha is large enough to divide by, else the guess."""
+    safe = np.maximum(alpha, 1e-3)[..., None]
+    unmixed = (plate - (1.0 - alpha[..., None]) * background) / safe
+    return np.where((alpha > 0.25)[..., None], unmixed, guess).astype(np.float32)
+
+
+def clean_sample_weight(alpha: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """How surely the pixel at x + offset(x) is pure background: 1 - its current alpha."""
+    return np.clip(1.0 - warp_backward(alpha, offset), 0.0, 1.0)
+
+
+def aligned_views(plate: np.ndarray, reference: np.ndarray, flows: ParallaxFlows
+                  ) -> dict[str, np.ndarray]:
+    """The reference warped onto the plate both ways, the backgrounds each view hides, the
+    relative motion and how far the motions can be trusted (full-frame arrays)."""
+    relative = flows.foreground - flows.background  # where the subject moved over its bg
+    parallax = smoothstep(np.sqrt(np.sum(relative ** 2, axis=2)), *PARALLAX_PIXELS)
+    return {
+        "plate": plate,
+        "relative": relative,
+        "fg_aligned": warp_backward(reference, flows.foreground),
+        # the background behind x in the plate, seen where the reference's subject has moved
+        # off it (background-aligned reference); the background behind x in the fg-aligned
+        # reference, seen in the plate at x + d
+        "behind_plate": warp_backward(reference, flows.background),
+        "behind_aligned": warp_backward(plate, relative),
+        "trust_fg": (flows.foreground_trust * flows.background_trust * parallax
+                     ).astype(np.float32),
+        "trust_bg": (flows.background_trust * parallax).astype(np.float32),
+    }
+
+
+def solve_views(views: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The per-pixel solve on (a window of) the aligned views plus ``trimap`` and the
+    single-frame ``alpha`` / ``foreground`` / ``background``; it reads alpha at most
+    SOLVE_ITERATIONS x |relative| pixels away. Returns alpha, foreground, confidence."""
+    plate, fg_aligned = views["plate"], views["fg_aligned"]
+    behind_plate, behind_aligned = views["behind_plate"], views["behind_aligned"]
+    relative, trimap = views["relative"], views["trimap"]
+    single_alpha, fg_guess = views["alpha"], views["foreground"]
+    unknown = (trimap > 0.01) & (trimap < 0.99)
+    alpha = single_alpha
+    confidence = np.zeros_like(alpha)
+    seen_plate = np.zeros_like(alpha)
+    two, two_rel = solve_two_observations(plate, fg_aligned, behind_plate, behind_aligned)
+    w_two_view = smoothstep(two_rel, *TWO_VIEW_RELIABILITY)
+    one_p, rel_p = solve_known_background(plate, behind_plate, fg_guess)
+    one_a, rel_a = solve_known_background(fg_aligned, behind_aligned, fg_guess)
+    w_known_p = smoothstep(rel_p, *KNOWN_RELIABILITY)
+    w_known_a = smoothstep(rel_a, *KNOWN_RELIABILITY)
+    for _ in range(SOLVE_ITERATIONS):
+        seen_plate = clean_sample_weight(alpha, -relative) * views["trust_bg"]
+        seen_aligned = clean_sample_weight(alpha, relative) * views["trust_fg"]
+        w_two = seen_plate * seen_aligned * w_two_view
+        w_p = seen_plate * w_known_p
+        w_a = seen_aligned * w_known_a
+        known_weight = np.maximum(w_p, w_a)
+        known = (w_p * one_p + w_a * one_a) / np.maximum(w_p + w_a, 1e-6)
+        fallback = known_weight * known + (1.0 - known_weight) * single_alpha
+        estimate = w_two * two + (1.0 - w_two) * fallback
+        confidence = 1.0 - (1.0 - w_two) * (1.0 - known_weight)
+        alpha = np.where(unknown, estimate, single_alpha).astype(np.float32)
+    background = (seen_plate[..., None] * behind_plate
+                  + (1.0 - seen_plate[..., None]) * views["background"])
+    foreground = unmixed_foreground(plate, alpha, background, fg_guess)
+    foreground = np.where(unknown[..., None], foreground, fg_guess)
+    return {"alpha": alpha, "foreground": foreground.astype(np.float32),
+            "confidence": np.where(unknown, confidence, 0.0).astype(np.float32)}
+
+
+def two_view_matte(plate: np.ndarray, reference: np.ndarray, trimap: np.ndarray,
+                   flows: ParallaxFlows, single_alpha: np.ndarray,
+                   single_foreground: np.ndarray, single_background: np.ndarray,
+                   patch_size: int = 0) -> ParallaxMatte:
+    """Alpha and foreground from the plate and the reference, falling back to the single-frame
+    estimate (``single_*``) wherever the second view says nothing. The solve runs on patches
+    of ``patch_size`` over the unknown band (0: the whole frame at once) with enough context
+    that the result is the same either way."""
+    views = aligned_views(plate, reference, flows)
+    views.update(trimap=trimap, alpha=single_alpha, foreground=single_foreground,
+                 background=single_background)
+    unknown = (trimap > 0.01) & (trimap < 0.99)
+    reach = float(np.max(np.abs(views["relative"]))) if unknown.any() else 0.0
+    context = int(np.ceil(SOLVE_ITERATIONS * (reach + 1.0))) + 2
+    base = {"alpha": single_alpha, "foreground": single_foreground,
+            "confidence": np.zeros_like(single_alpha)}
+    merged = tiled_or_whole(lambda batch: [solve_views(v) for v in batch], views, unknown,
+                            base, patch_size, context)
+    return ParallaxMatte(alpha=merged["alpha"], foreground=merged["foreground"],
+                         confidence=merged["confidence"])
+
+
+def _length(rgb: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.einsum("hwc,hwc->hw", rgb, rgb))
