@@ -300,3 +300,44 @@ def test_when_the_offset_changes_then_the_cache_recomputes(shot):
                       mask=str(shot / "mask.exr"), colorspace="lin_rec709",
                       cache_root=shot / "cache2", params={"reference_offset": 1})
     assert render(other).computed == [1]
+
+
+# -- the Nuke side ---------------------------------------------------------------------------
+
+def host_knobs():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))
+    from mattekit_host import knobs
+
+    return knobs
+
+
+def parallax_state(knobs, connected, values=None, plate_range=(1001, 1010)):
+    return knobs.NodeState(kind="ParallaxMatte", name="ParallaxMatte1",
+                           full_name="ParallaxMatte1", script="/shots/a/comp_v001.nk",
+                           values=dict(values or {}), connected=tuple(connected),
+                           plate_range=plate_range)
+
+
+def test_when_the_reference_input_is_connected_then_the_job_carries_it():
+    knobs = host_knobs()
+    plan = knobs.build_job(parallax_state(knobs, ("Plate", "Reference", "Mask")), "/cache",
+                           1001, 1003)
+    assert plan.job["reference"] == f"{plan.work}/inputs/Reference.####.exr"
+    assert plan.job["mask"] == f"{plan.work}/inputs/Mask.####.exr"
+    assert ("Write_Reference", plan.job["reference"]) in plan.writes
+    assert plan.write_frames.get("Write_Plate") is None  # the processed frames only
+    assert plan.job["params"] == {"reference_offset": 2, "trimap_band": 16, "flow_size": 1024,
+                                  "patch_size": 448}
+    assert not plan.warnings
+
+
+def test_when_the_plate_is_its_own_reference_then_its_write_renders_the_offset_frames():
+    knobs = host_knobs()
+    plan = knobs.build_job(parallax_state(knobs, ("Plate", "Mask"), {"reference_offset": 3}),
+                           "/cache", 1006, 1009)
+    assert "reference" not in plan.job and plan.job["params"]["reference_offset"] == 3
+    # 1008 + 3 and 1009 + 3 are past the plate's last frame (1010): the worker then uses
+    # 1005 and 1006, as here
+    assert plan.write_frames["Write_Plate"] == [1005, 1006, 1007, 1008, 1009, 1010]
