@@ -40,8 +40,8 @@ UNKNOWN = 0.5  # trimap value of the unknown band
 CONSISTENCY_PIXELS = 1.0  # forward-backward flow error (pixels) still counted as consistent
 PARALLAX_PIXELS = (0.5, 1.5)  # relative motion below: no parallax; above: full weight
 SOLVE_ITERATIONS = 4  # alternations of "which samples are clean" and "alpha from them"
-KNOWN_RELIABILITY = (0.02, 0.15)  # |F - B| / |B| where a known-background solve starts / is sure
-TWO_VIEW_RELIABILITY = (0.02, 0.1)  # |B1 - B0| / |B| (less misfit) same for the two-view solve
+KNOWN_RELIABILITY = (0.0, 0.08)  # |F - B| / |B| where a known-background solve starts / is sure
+TWO_VIEW_RELIABILITY = (0.1, 0.3)  # |B1 - B0| / |B| (less misfit) same for the two-view solve
 
 
 @dataclass
@@ -52,6 +52,16 @@ class ParallaxFlows:
     background: np.ndarray  # (H, W, 2): the background's motion, filled from certain bg
     foreground_trust: np.ndarray  # (H, W): forward-backward consistency of the fg motion
     background_trust: np.ndarray  # (H, W): same for the background motion
+
+
+@dataclass
+class SingleFrame:
+    """The one-frame estimate the two-view solve falls back to, and the colours it samples."""
+
+    alpha: np.ndarray
+    foreground: np.ndarray  # un-premultiplied, linear
+    background: np.ndarray  # the nearest certain-background colours, everywhere
+    foreground_colour: np.ndarray  # the nearest certain-foreground colours, everywhere
 
 
 @dataclass
@@ -174,11 +184,10 @@ def solve_two_observations(plate: np.ndarray, aligned: np.ndarray, background: n
 
 
 def single_frame_matte(plate: np.ndarray, trimap: np.ndarray, prior: Optional[np.ndarray]
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What one frame alone gives: alpha, the un-premultiplied foreground and the background
-    behind the subject. Certain regions from the trimap; in the unknown band the prior's
-    alpha when there is one (RVM), else a colour-sampling solve against the nearest certain
-    foreground and background colours."""
+                       ) -> SingleFrame:
+    """What one frame alone gives. Certain regions from the trimap; in the unknown band the
+    prior's alpha when there is one (RVM), else a colour-sampling solve against the nearest
+    certain foreground and background colours."""
     solid, clear = trimap > 0.99, trimap < 0.01
     unknown = ~(solid | clear)
     fg_colour = colour_fill(plate, solid) if solid.any() else plate.copy()
@@ -189,7 +198,7 @@ def single_frame_matte(plate: np.ndarray, trimap: np.ndarray, prior: Optional[np
         alpha, _ = solve_known_background(plate, bg_colour, fg_colour)
     alpha = np.where(unknown, alpha, trimap).astype(np.float32)
     foreground = unmixed_foreground(plate, alpha, bg_colour, fg_colour)
-    return alpha, foreground, bg_colour
+    return SingleFrame(alpha, foreground, bg_colour, fg_colour)
 
 
 def unmixed_foreground(plate: np.ndarray, alpha: np.ndarray, background: np.ndarray,
@@ -228,53 +237,59 @@ def aligned_views(plate: np.ndarray, reference: np.ndarray, flows: ParallaxFlows
 
 def solve_views(views: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The per-pixel solve on (a window of) the aligned views plus ``trimap`` and the
-    single-frame ``alpha`` / ``foreground`` / ``background``; it reads alpha at most
-    SOLVE_ITERATIONS x |relative| pixels away. Returns alpha, foreground, confidence."""
+    single-frame ``alpha`` / ``foreground`` / ``background`` / ``foreground_colour``; it
+    reads alpha at most SOLVE_ITERATIONS x |relative| pixels away. Returns alpha, foreground,
+    confidence.
+
+    The estimates, least to most trusted where they apply (each weighted by how surely its
+    background samples are clean and how far F is from B there): the single frame; the plate
+    against the background the reference dis-occludes; the two-observation solve; the
+    foreground-aligned reference against the background the plate shows at x + d (the most
+    accurate on the dev benchmark: its background sample is an unresampled plate pixel)."""
     plate, fg_aligned = views["plate"], views["fg_aligned"]
     behind_plate, behind_aligned = views["behind_plate"], views["behind_aligned"]
     relative, trimap = views["relative"], views["trimap"]
-    single_alpha, fg_guess = views["alpha"], views["foreground"]
+    single_alpha, fg_colour = views["alpha"], views["foreground_colour"]
     unknown = (trimap > 0.01) & (trimap < 0.99)
     alpha = single_alpha
     confidence = np.zeros_like(alpha)
     seen_plate = np.zeros_like(alpha)
     two, two_rel = solve_two_observations(plate, fg_aligned, behind_plate, behind_aligned)
     w_two_view = smoothstep(two_rel, *TWO_VIEW_RELIABILITY)
-    one_p, rel_p = solve_known_background(plate, behind_plate, fg_guess)
-    one_a, rel_a = solve_known_background(fg_aligned, behind_aligned, fg_guess)
+    one_p, rel_p = solve_known_background(plate, behind_plate, fg_colour)
+    one_a, rel_a = solve_known_background(fg_aligned, behind_aligned, fg_colour)
     w_known_p = smoothstep(rel_p, *KNOWN_RELIABILITY)
     w_known_a = smoothstep(rel_a, *KNOWN_RELIABILITY)
     for _ in range(SOLVE_ITERATIONS):
         seen_plate = clean_sample_weight(alpha, -relative) * views["trust_bg"]
         seen_aligned = clean_sample_weight(alpha, relative) * views["trust_fg"]
-        w_two = seen_plate * seen_aligned * w_two_view
         w_p = seen_plate * w_known_p
+        w_two = seen_plate * seen_aligned * w_two_view
         w_a = seen_aligned * w_known_a
-        known_weight = np.maximum(w_p, w_a)
-        known = (w_p * one_p + w_a * one_a) / np.maximum(w_p + w_a, 1e-6)
-        fallback = known_weight * known + (1.0 - known_weight) * single_alpha
-        estimate = w_two * two + (1.0 - w_two) * fallback
-        confidence = 1.0 - (1.0 - w_two) * (1.0 - known_weight)
+        estimate = w_p * one_p + (1.0 - w_p) * single_alpha
+        estimate = w_two * two + (1.0 - w_two) * estimate
+        estimate = w_a * one_a + (1.0 - w_a) * estimate
+        confidence = 1.0 - (1.0 - w_p) * (1.0 - w_two) * (1.0 - w_a)
         alpha = np.where(unknown, estimate, single_alpha).astype(np.float32)
     background = (seen_plate[..., None] * behind_plate
                   + (1.0 - seen_plate[..., None]) * views["background"])
-    foreground = unmixed_foreground(plate, alpha, background, fg_guess)
-    foreground = np.where(unknown[..., None], foreground, fg_guess)
+    foreground = unmixed_foreground(plate, alpha, background, fg_colour)
+    foreground = np.where(unknown[..., None], foreground, views["foreground"])
     return {"alpha": alpha, "foreground": foreground.astype(np.float32),
             "confidence": np.where(unknown, confidence, 0.0).astype(np.float32)}
 
 
 def two_view_matte(plate: np.ndarray, reference: np.ndarray, trimap: np.ndarray,
-                   flows: ParallaxFlows, single_alpha: np.ndarray,
-                   single_foreground: np.ndarray, single_background: np.ndarray,
-                   patch_size: int = 0) -> ParallaxMatte:
+                   flows: ParallaxFlows, single: SingleFrame, patch_size: int = 0
+                   ) -> ParallaxMatte:
     """Alpha and foreground from the plate and the reference, falling back to the single-frame
-    estimate (``single_*``) wherever the second view says nothing. The solve runs on patches
-    of ``patch_size`` over the unknown band (0: the whole frame at once) with enough context
-    that the result is the same either way."""
+    estimate wherever the second view says nothing. The solve runs on patches of
+    ``patch_size`` over the unknown band (0: the whole frame at once) with enough context that
+    the result is the same either way."""
     views = aligned_views(plate, reference, flows)
-    views.update(trimap=trimap, alpha=single_alpha, foreground=single_foreground,
-                 background=single_background)
+    views.update(trimap=trimap, alpha=single.alpha, foreground=single.foreground,
+                 background=single.background, foreground_colour=single.foreground_colour)
+    single_alpha, single_foreground = single.alpha, single.foreground
     unknown = (trimap > 0.01) & (trimap < 0.99)
     reach = float(np.max(np.abs(views["relative"]))) if unknown.any() else 0.0
     context = int(np.ceil(SOLVE_ITERATIONS * (reach + 1.0))) + 2

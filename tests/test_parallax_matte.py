@@ -133,7 +133,7 @@ def test_when_the_same_frame_is_given_twice_then_the_result_is_the_single_frame_
         scene, engine):
     _, alpha, plate, _, _ = scene
     mask = rough_mask(alpha)
-    single, _, _ = engine.single_frame(plate, mask)
+    single, _ = engine.single_frame(plate, mask)
     same = engine.process(plate, {"reference": plate.copy(), "mask": mask})
     assert np.array_equal(same.alpha, single.alpha)
     assert np.array_equal(same.foreground, single.foreground)
@@ -146,7 +146,7 @@ def test_when_the_second_view_barely_moves_then_the_result_stays_the_single_fram
     mask = rough_mask(alpha)
     shifted = cv2.warpAffine(plate, np.float32([[1, 0, 0.2], [0, 1, 0]]), (W, H),
                              borderMode=cv2.BORDER_REPLICATE)
-    single, _, _ = engine.single_frame(plate, mask)
+    single, _ = engine.single_frame(plate, mask)
     result = engine.process(plate, {"reference": shifted, "mask": mask})
     assert mad(result.alpha, single.alpha) < 0.01
 
@@ -155,12 +155,11 @@ def test_when_the_foreground_flow_is_wrong_by_4_px_then_it_still_beats_the_singl
         scene, engine):
     _, alpha, plate, reference, _ = scene
     mask = rough_mask(alpha)
-    single, trimap, background = engine.single_frame(plate, mask)
+    single, trimap = engine.single_frame(plate, mask)
     flows = parallax.parallax_flows(plate, reference, trimap)
     assert flows is not None
     flows.foreground = flows.foreground + np.float32([4.0 * np.cos(1.0), 4.0 * np.sin(1.0)])
-    noisy = parallax.two_view_matte(plate, reference, trimap, flows, single.alpha,
-                                    single.foreground, background)
+    noisy = parallax.two_view_matte(plate, reference, trimap, flows, single)
     assert mad(noisy.alpha, alpha) < mad(single.alpha, alpha)
 
 
@@ -170,7 +169,7 @@ def test_when_the_plate_is_textureless_then_it_warns_or_falls_back_and_stays_fin
     reference[0, 0] = 0.2  # not literally the same frame
     mask = np.zeros((H, W), np.float32)
     mask[40:80, 50:110] = 1.0
-    single, _, _ = engine.single_frame(plate, mask)
+    single, _ = engine.single_frame(plate, mask)
     result = engine.process(plate, {"reference": reference, "mask": mask})
     assert np.isfinite(result.alpha).all() and np.isfinite(result.foreground).all()
     assert mad(result.alpha, single.alpha) < 1e-3
@@ -182,7 +181,7 @@ def test_when_the_reference_has_another_size_then_it_warns_and_gives_the_single_
     mask = rough_mask(alpha)
     with pytest.warns(UserWarning, match="single-frame result"):
         result = engine.process(plate, {"reference": reference[:, :100], "mask": mask})
-    single, _, _ = engine.single_frame(plate, mask)
+    single, _ = engine.single_frame(plate, mask)
     assert np.array_equal(result.alpha, single.alpha)
 
 
@@ -195,13 +194,11 @@ def test_when_no_second_view_reaches_the_engine_then_it_says_how_to_give_one(sce
 
 def test_when_solved_in_patches_then_the_result_equals_the_whole_frame_solve(scene, engine):
     _, alpha, plate, reference, _ = scene
-    single, trimap, background = engine.single_frame(plate, rough_mask(alpha))
+    single, trimap = engine.single_frame(plate, rough_mask(alpha))
     flows = parallax.parallax_flows(plate, reference, trimap)
     assert flows is not None
-    whole = parallax.two_view_matte(plate, reference, trimap, flows, single.alpha,
-                                    single.foreground, background, patch_size=0)
-    tiled = parallax.two_view_matte(plate, reference, trimap, flows, single.alpha,
-                                    single.foreground, background, patch_size=64)
+    whole = parallax.two_view_matte(plate, reference, trimap, flows, single, patch_size=0)
+    tiled = parallax.two_view_matte(plate, reference, trimap, flows, single, patch_size=64)
     assert np.abs(tiled.alpha - whole.alpha).max() < 1e-5
     assert np.abs(tiled.foreground - whole.foreground).max() < 1e-4
 

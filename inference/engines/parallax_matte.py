@@ -21,6 +21,7 @@ from mattekit.inference.engines.rvm import MatteResult
 from mattekit.inference.errors import EngineError, InputWarning
 from mattekit.inference.parallax import (
     ParallaxMatte,
+    SingleFrame,
     parallax_flows,
     single_frame_matte,
     trimap_from_alpha,
@@ -54,14 +55,12 @@ class ParallaxMatteEngine(PriorEngine):
                               f"64 pixels, not {self.patch_size}")
 
     def single_frame(self, src: np.ndarray, mask: Optional[np.ndarray] = None
-                     ) -> tuple[ParallaxMatte, np.ndarray, np.ndarray]:
-        """The one-frame estimate (the fallback): matte, trimap and the background colours
-        behind the subject."""
+                     ) -> tuple[SingleFrame, np.ndarray]:
+        """The one-frame estimate (the fallback) and the trimap."""
         prior = None if mask is not None else self.prior.alpha(src)
         rough = np.asarray(mask if mask is not None else prior, np.float32)
         trimap = trimap_from_alpha(rough, self.band)
-        alpha, foreground, background = single_frame_matte(src, trimap, prior)
-        return (ParallaxMatte(alpha, foreground, np.zeros_like(alpha)), trimap, background)
+        return single_frame_matte(src, trimap, prior), trimap
 
     def process(self, src: np.ndarray, inputs: Optional[Mapping[str, np.ndarray]] = None
                 ) -> MatteResult:
@@ -72,8 +71,8 @@ class ParallaxMatteEngine(PriorEngine):
             raise EngineError("parallax-matte needs a second view: a Reference input "
                               "(--reference) or a plate sequence and --reference-offset")
         mask = inputs.get("mask") if inputs else None
-        single, trimap, background = self.single_frame(src, mask)
-        matte = single
+        single, trimap = self.single_frame(src, mask)
+        matte = ParallaxMatte(single.alpha, single.foreground, np.zeros_like(single.alpha))
         if reference.shape != src.shape:
             warnings.warn(f"the reference is {reference.shape[1]}x{reference.shape[0]}, the "
                           f"plate {src.shape[1]}x{src.shape[0]}: single-frame result",
@@ -87,7 +86,7 @@ class ParallaxMatteEngine(PriorEngine):
                               "(too small, or no consistent motion): single-frame result",
                               InputWarning, stacklevel=2)
             else:
-                matte = two_view_matte(src, reference, trimap, flows, single.alpha,
-                                       single.foreground, background, self.patch_size)
+                matte = two_view_matte(src, reference, trimap, flows, single,
+                                       self.patch_size)
         return MatteResult(alpha=matte.alpha, foreground=matte.foreground,
                            layers={"confidence.Y": matte.confidence, "trimap.Y": trimap})

@@ -314,7 +314,7 @@ class ParallaxNetEngine(CheckpointEngine):
         mask = None if not inputs else inputs.get("mask")
         if reference is None or reference.shape != src.shape:
             return self.stages.process(src, inputs)  # says what is missing, or warns
-        _, trimap, _ = self.stages.single_frame(src, mask)
+        _, trimap = self.stages.single_frame(src, mask)
         flows = parallax_flows(src, reference, trimap, self.stages.flow_size)
         ref_trimap = (None if flows is None
                       else warp_backward(trimap, -flows.foreground))
