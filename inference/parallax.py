@@ -39,6 +39,9 @@ MIN_FLOW_SIDE = 32  # frames smaller than this have too little texture for DIS
 UNKNOWN = 0.5  # trimap value of the unknown band
 CONSISTENCY_PIXELS = 1.0  # forward-backward flow error (pixels) still counted as consistent
 PARALLAX_PIXELS = (0.5, 1.5)  # relative motion below: no parallax; above: full weight
+MOTION_PIXELS = 1.5  # motion unlike the background's (plate pixels) that marks the subject
+MOTION_MIN_AREA = 0.002  # smallest moving region kept, as a fraction of the frame
+MOTION_MAX_AREA = 0.85  # a "subject" larger than this is a failed background fit
 SOLVE_ITERATIONS = 4  # alternations of "which samples are clean" and "alpha from them"
 KNOWN_RELIABILITY = (0.0, 0.08)  # |F - B| / |B| where a known-background solve starts / is sure
 TWO_VIEW_RELIABILITY = (0.1, 0.3)  # |B1 - B0| / |B| (less misfit) same for the two-view solve
@@ -112,18 +115,90 @@ def flow_error(flow: np.ndarray, reverse: np.ndarray) -> np.ndarray:
     return np.sqrt(np.sum((flow + back) ** 2, axis=2)).astype(np.float32)
 
 
-def parallax_flows(plate: np.ndarray, reference: np.ndarray, trimap: np.ndarray,
-                   flow_size: int = 1024) -> Optional[ParallaxFlows]:
-    """DIS flow plate -> reference at <= ``flow_size`` px, with the unknown band's flow
-    replaced by its nearest consistent certain-foreground and certain-background neighbours.
-    None when the frames are too small for flow or a region has no consistent pixel."""
+@dataclass
+class DenseFlow:
+    """Optical flow plate -> reference at the flow size, and its forward-backward error."""
+
+    flow: np.ndarray  # (h, w, 2), pixels of the flow size
+    error: np.ndarray  # (h, w)
+
+
+def dense_flow(plate: np.ndarray, reference: np.ndarray, flow_size: int = 1024
+               ) -> Optional[DenseFlow]:
+    """DIS flow plate -> reference (and back, for its consistency) at <= ``flow_size`` px;
+    None when the frames are too small for flow."""
     small_plate, small_reference = downsized(plate, flow_size), downsized(reference, flow_size)
     if min(small_plate.shape[:2]) < MIN_FLOW_SIDE:
         return None
     grey_plate, grey_reference = luma_8bit(small_plate), luma_8bit(small_reference)
     flow = backward_flow(grey_reference, grey_plate)
     reverse = backward_flow(grey_plate, grey_reference)
-    error = flow_error(flow, reverse)
+    return DenseFlow(flow, flow_error(flow, reverse))
+
+
+def motion_subject(motion: DenseFlow, shape: tuple[int, int]) -> np.ndarray:
+    """Where the plate moves unlike its background (the parallax of a subject nearer the
+    camera), as a 0/1 map of ``shape``: a homography fitted to the consistent flow (RANSAC)
+    splits the frame into two motions, the faster one is the subject (camera translation moves
+    nearer things further), kept where it forms sizeable regions. Zeros when no such region
+    stands out."""
+    flow, error = motion.flow, motion.error
+    height, width = flow.shape[:2]
+    empty = np.zeros(shape, np.float32)
+    ys, xs = np.mgrid[0:height:4, 0:width:4]
+    keep = error[ys, xs] < 2.0 * CONSISTENCY_PIXELS
+    if np.count_nonzero(keep) < 16:
+        return empty
+    points = np.stack([xs[keep], ys[keep]], axis=1).astype(np.float32)
+    moved = points + flow[ys, xs][keep]
+    homography, _ = cv2.findHomography(points, moved, cv2.RANSAC, 1.0)
+    if homography is None:
+        return empty
+    grid = np.stack(np.meshgrid(np.arange(width, dtype=np.float32),
+                                np.arange(height, dtype=np.float32)), axis=2)
+    expected = cv2.perspectiveTransform(grid.reshape(1, -1, 2), homography).reshape(grid.shape)
+    residual = np.sqrt(np.sum((grid + flow - expected) ** 2, axis=2))
+    scale = max(shape) / max(height, width)
+    consistent = error < 2.0 * CONSISTENCY_PIXELS
+    moving = residual * scale > MOTION_PIXELS
+    fitted = ~moving
+    if (moving & consistent).any() and (fitted & consistent).any():
+        # the fit follows whichever motion covers more of the frame: a subject filling most of
+        # it. A camera that translates moves nearer things further, so the faster one is the
+        # subject
+        speed = np.sqrt(np.sum(flow ** 2, axis=2))
+        if np.median(speed[fitted & consistent]) > np.median(speed[moving & consistent]):
+            moving = fitted
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    moving = cv2.morphologyEx(moving.astype(np.uint8), cv2.MORPH_OPEN, kernel)
+    moving = cv2.morphologyEx(moving, cv2.MORPH_CLOSE, kernel, iterations=2)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
+    large = np.zeros(count, bool)
+    large[1:] = stats[1:, cv2.CC_STAT_AREA] >= MOTION_MIN_AREA * height * width
+    subject = large[labels]
+    if not subject.any() or subject.mean() > MOTION_MAX_AREA:
+        return empty
+    return resized_to(_filled_holes(subject).astype(np.float32), shape)
+
+
+def _filled_holes(region: np.ndarray) -> np.ndarray:
+    """``region`` with the holes it encloses filled (a textureless inside has no flow)."""
+    outside = np.pad(~region, 1, constant_values=True).astype(np.uint8)
+    cv2.floodFill(outside, None, (0, 0), 2)
+    return (outside[1:-1, 1:-1] != 2) | region
+
+
+def parallax_flows(plate: np.ndarray, reference: np.ndarray, trimap: np.ndarray,
+                   flow_size: int = 1024, motion: Optional[DenseFlow] = None
+                   ) -> Optional[ParallaxFlows]:
+    """DIS flow plate -> reference at <= ``flow_size`` px (or ``motion``, computed already),
+    with the unknown band's flow replaced by its nearest consistent certain-foreground and
+    certain-background neighbours. None when the frames are too small for flow or a region
+    has no consistent pixel."""
+    motion = motion or dense_flow(plate, reference, flow_size)
+    if motion is None:
+        return None
+    flow, error = motion.flow, motion.error
     small_trimap = cv2.resize(trimap, (flow.shape[1], flow.shape[0]),
                               interpolation=cv2.INTER_NEAREST)
     consistent = error < 2.0 * CONSISTENCY_PIXELS
@@ -183,19 +258,19 @@ def solve_two_observations(plate: np.ndarray, aligned: np.ndarray, background: n
     return (1.0 - transparency).astype(np.float32), reliability.astype(np.float32)
 
 
-def single_frame_matte(plate: np.ndarray, trimap: np.ndarray, prior: Optional[np.ndarray]
-                       ) -> SingleFrame:
+def single_frame_matte(plate: np.ndarray, trimap: np.ndarray, prior: Optional[np.ndarray],
+                       prior_region: Optional[np.ndarray] = None) -> SingleFrame:
     """What one frame alone gives. Certain regions from the trimap; in the unknown band the
-    prior's alpha when there is one (RVM), else a colour-sampling solve against the nearest
-    certain foreground and background colours."""
+    prior's alpha when there is one (RVM; only inside ``prior_region`` when given), else a
+    colour-sampling solve against the nearest certain foreground and background colours."""
     solid, clear = trimap > 0.99, trimap < 0.01
     unknown = ~(solid | clear)
     fg_colour = colour_fill(plate, solid) if solid.any() else plate.copy()
     bg_colour = colour_fill(plate, clear) if clear.any() else plate.copy()
+    alpha, _ = solve_known_background(plate, bg_colour, fg_colour)
     if prior is not None:
-        alpha = prior.astype(np.float32)
-    else:
-        alpha, _ = solve_known_background(plate, bg_colour, fg_colour)
+        inside = np.ones(alpha.shape, bool) if prior_region is None else prior_region
+        alpha = np.where(inside, prior, alpha).astype(np.float32)
     alpha = np.where(unknown, alpha, trimap).astype(np.float32)
     foreground = unmixed_foreground(plate, alpha, bg_colour, fg_colour)
     return SingleFrame(alpha, foreground, bg_colour, fg_colour)
@@ -246,37 +321,46 @@ def solve_views(views: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     against the background the reference dis-occludes; the two-observation solve; the
     foreground-aligned reference against the background the plate shows at x + d (the most
     accurate on the dev benchmark: its background sample is an unresampled plate pixel)."""
-    plate, fg_aligned = views["plate"], views["fg_aligned"]
-    behind_plate, behind_aligned = views["behind_plate"], views["behind_aligned"]
-    relative, trimap = views["relative"], views["trimap"]
-    single_alpha, fg_colour = views["alpha"], views["foreground_colour"]
+    trimap, relative = views["trimap"], views["relative"]
     unknown = (trimap > 0.01) & (trimap < 0.99)
-    alpha = single_alpha
-    confidence = np.zeros_like(alpha)
-    seen_plate = np.zeros_like(alpha)
+    index = np.flatnonzero(unknown)
+
+    def band(name: str) -> np.ndarray:
+        """The band's pixels of a view, as an (N, 1[, C]) image (the solves are per pixel)."""
+        array = views[name]
+        return array.reshape(-1, *array.shape[2:])[index][:, None]
+
+    plate, fg_aligned, fg_colour = band("plate"), band("fg_aligned"), band("foreground_colour")
+    behind_plate, behind_aligned = band("behind_plate"), band("behind_aligned")
+    single_alpha = band("alpha")
     two, two_rel = solve_two_observations(plate, fg_aligned, behind_plate, behind_aligned)
     w_two_view = smoothstep(two_rel, *TWO_VIEW_RELIABILITY)
     one_p, rel_p = solve_known_background(plate, behind_plate, fg_colour)
     one_a, rel_a = solve_known_background(fg_aligned, behind_aligned, fg_colour)
-    w_known_p = smoothstep(rel_p, *KNOWN_RELIABILITY)
-    w_known_a = smoothstep(rel_a, *KNOWN_RELIABILITY)
+    w_known_p = smoothstep(rel_p, *KNOWN_RELIABILITY) * band("trust_bg")
+    w_known_a = smoothstep(rel_a, *KNOWN_RELIABILITY) * band("trust_fg")
+    alpha = np.array(views["alpha"], np.float32)  # the whole window: samples lie outside the band
+    seen_plate = confidence = np.zeros_like(single_alpha)
     for _ in range(SOLVE_ITERATIONS):
-        seen_plate = clean_sample_weight(alpha, -relative) * views["trust_bg"]
-        seen_aligned = clean_sample_weight(alpha, relative) * views["trust_fg"]
+        seen_plate = clean_sample_weight(alpha, -relative).reshape(-1)[index][:, None]
+        seen_aligned = clean_sample_weight(alpha, relative).reshape(-1)[index][:, None]
         w_p = seen_plate * w_known_p
-        w_two = seen_plate * seen_aligned * w_two_view
+        w_two = seen_plate * seen_aligned * w_two_view * band("trust_fg")
         w_a = seen_aligned * w_known_a
         estimate = w_p * one_p + (1.0 - w_p) * single_alpha
         estimate = w_two * two + (1.0 - w_two) * estimate
         estimate = w_a * one_a + (1.0 - w_a) * estimate
         confidence = 1.0 - (1.0 - w_p) * (1.0 - w_two) * (1.0 - w_a)
-        alpha = np.where(unknown, estimate, single_alpha).astype(np.float32)
-    background = (seen_plate[..., None] * behind_plate
-                  + (1.0 - seen_plate[..., None]) * views["background"])
-    foreground = unmixed_foreground(plate, alpha, background, fg_colour)
-    foreground = np.where(unknown[..., None], foreground, views["foreground"])
-    return {"alpha": alpha, "foreground": foreground.astype(np.float32),
-            "confidence": np.where(unknown, confidence, 0.0).astype(np.float32)}
+        alpha.reshape(-1)[index] = estimate[:, 0]
+    seen_plate = seen_plate * band("trust_bg")
+    background = seen_plate[..., None] * behind_plate + (1.0 - seen_plate[..., None]) * band(
+        "background")
+    foreground = np.array(views["foreground"], np.float32)
+    foreground.reshape(-1, 3)[index] = unmixed_foreground(
+        plate, alpha.reshape(-1)[index][:, None], background, fg_colour)[:, 0]
+    confidence_map = np.zeros(trimap.shape, np.float32)
+    confidence_map.reshape(-1)[index] = confidence[:, 0]
+    return {"alpha": alpha, "foreground": foreground, "confidence": confidence_map}
 
 
 def two_view_matte(plate: np.ndarray, reference: np.ndarray, trimap: np.ndarray,
@@ -291,7 +375,9 @@ def two_view_matte(plate: np.ndarray, reference: np.ndarray, trimap: np.ndarray,
                  background=single.background, foreground_colour=single.foreground_colour)
     single_alpha, single_foreground = single.alpha, single.foreground
     unknown = (trimap > 0.01) & (trimap < 0.99)
-    reach = float(np.max(np.abs(views["relative"]))) if unknown.any() else 0.0
+    # a band pixel's alpha reads alpha at x +- relative(x), of band pixels only (the rest is
+    # fixed), once per iteration
+    reach = float(np.max(np.abs(views["relative"][unknown]))) if unknown.any() else 0.0
     context = int(np.ceil(SOLVE_ITERATIONS * (reach + 1.0))) + 2
     base = {"alpha": single_alpha, "foreground": single_foreground,
             "confidence": np.zeros_like(single_alpha)}

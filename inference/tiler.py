@@ -95,28 +95,33 @@ def tiled(function: BatchFunction, inputs: Arrays, region: np.ndarray, base: Arr
     Gaussian window; pixels outside every patch keep ``base`` (a dict of full-frame arrays
     with every output's name)."""
     patches = band_patches(region, size, overlap, context)
-    sums = {name: np.zeros(array.shape, np.float64) for name, array in base.items()}
-    weight = np.zeros(region.shape, np.float64)
+    merged = {name: np.array(array) for name, array in base.items()}
+    if not patches:
+        return merged
+    # accumulate over the patches' bounding box only (float64: weights far from a patch's
+    # centre are small, and the normalised sum must stay exact)
+    top, left = min(p.y for p in patches), min(p.x for p in patches)
+    bottom = max(p.y + p.height for p in patches)
+    right = max(p.x + p.width for p in patches)
+    sums = {name: np.zeros((bottom - top, right - left, *array.shape[2:]), np.float64)
+            for name, array in base.items()}
+    weight = np.zeros((bottom - top, right - left), np.float64)
     for start in range(0, len(patches), max(1, batch_size)):
         batch = patches[start:start + max(1, batch_size)]
         windows = [{name: array[p.window] for name, array in inputs.items()} for p in batch]
         results = function(windows)
         for patch, result in zip(batch, results):
             window = gaussian_window(patch.height, patch.width)
-            weight[patch.area] += window
+            area = (slice(patch.y - top, patch.y - top + patch.height),
+                    slice(patch.x - left, patch.x - left + patch.width))
+            weight[area] += window
             for name in sums:
                 values = np.asarray(result[name])[patch.inner]
-                w = window if values.ndim == 2 else window[..., None]
-                sums[name][patch.area] += w * values
-    merged: dict[str, np.ndarray] = {}
+                sums[name][area] += (window if values.ndim == 2 else window[..., None]) * values
     covered = weight > 0
-    for name, array in base.items():
-        total = np.maximum(weight, 1e-300)
-        if array.ndim == 3:
-            total = total[..., None]
-        value = sums[name] / total
-        mask = covered if array.ndim == 2 else covered[..., None]
-        merged[name] = np.where(mask, value, array).astype(array.dtype)
+    for name, total in sums.items():
+        norm = weight[covered] if total.ndim == 2 else weight[covered][:, None]
+        merged[name][top:bottom, left:right][covered] = total[covered] / norm
     return merged
 
 

@@ -112,6 +112,25 @@ def test_when_a_trimap_is_made_then_the_band_has_the_asked_width():
     assert (row[25:35] == parallax.UNKNOWN).all()
 
 
+def test_when_a_subject_moves_unlike_the_background_then_motion_finds_it(scene):
+    _, alpha, plate, reference, _ = scene
+    motion = parallax.dense_flow(plate, reference)
+    assert motion is not None
+    subject = parallax.motion_subject(motion, (H, W))
+    core = alpha > 0.99
+    assert float(subject[core].mean()) > 0.9
+    assert float(subject[alpha == 0].mean()) < 0.1
+
+
+def test_when_only_the_camera_moves_over_a_flat_scene_then_no_subject_is_invented(scene):
+    big = scene[4]
+    plate = big[MARGIN:MARGIN + H, MARGIN:MARGIN + W]
+    reference = big[MARGIN + 1:MARGIN + 1 + H, MARGIN + 3:MARGIN + 3 + W]
+    motion = parallax.dense_flow(plate, reference)
+    assert motion is not None
+    assert float(parallax.motion_subject(motion, (H, W)).max()) == 0.0
+
+
 # -- the engine ------------------------------------------------------------------------------
 
 def test_when_a_second_view_has_parallax_then_alpha_and_foreground_beat_the_same_frame_twice(
@@ -201,6 +220,17 @@ def test_when_solved_in_patches_then_the_result_equals_the_whole_frame_solve(sce
     tiled = parallax.two_view_matte(plate, reference, trimap, flows, single, patch_size=64)
     assert np.abs(tiled.alpha - whole.alpha).max() < 1e-5
     assert np.abs(tiled.foreground - whole.foreground).max() < 1e-4
+
+
+def test_when_no_mask_is_given_then_the_subject_the_parallax_finds_is_matted(scene, engine):
+    """RVM knows people; this disc is found by its motion against the background."""
+    _, alpha, plate, reference, _ = scene
+    found = engine.process(plate, {"reference": reference})
+    with pytest.warns(UserWarning, match="no subject found.*connect a Mask"):
+        blind = create_engine("parallax", "cpu", {"motion_trimap": False}).process(
+            plate, {"reference": reference})
+    assert mad(found.alpha, alpha) < 0.5 * mad(blind.alpha, alpha)
+    assert mad(found.alpha, alpha) < 0.1
 
 
 def test_when_the_engine_runs_on_a_normal_pair_then_it_raises_no_warning(scene, engine):
@@ -326,7 +356,7 @@ def test_when_the_reference_input_is_connected_then_the_job_carries_it():
     assert ("Write_Reference", plan.job["reference"]) in plan.writes
     assert plan.write_frames.get("Write_Plate") is None  # the processed frames only
     assert plan.job["params"] == {"reference_offset": 2, "trimap_band": 16, "flow_size": 1024,
-                                  "patch_size": 448}
+                                  "motion_trimap": True, "patch_size": 448}
     assert not plan.warnings
 
 

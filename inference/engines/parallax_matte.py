@@ -20,8 +20,11 @@ from mattekit.inference.engines.prior import PriorEngine
 from mattekit.inference.engines.rvm import MatteResult
 from mattekit.inference.errors import EngineError, InputWarning
 from mattekit.inference.parallax import (
+    DenseFlow,
     ParallaxMatte,
     SingleFrame,
+    dense_flow,
+    motion_subject,
     parallax_flows,
     single_frame_matte,
     trimap_from_alpha,
@@ -49,18 +52,25 @@ class ParallaxMatteEngine(PriorEngine):
                               f"not {band!r}")
         self.band = int(round(band))
         self.flow_size = int(self.params["flow_size"])
+        self.motion_trimap = bool(self.params["motion_trimap"])
         self.patch_size = int(self.params["patch_size"])
         if self.patch_size != 0 and self.patch_size < 64:
             raise EngineError(f"{self.name}: patch_size must be 0 (whole frame) or at least "
                               f"64 pixels, not {self.patch_size}")
 
-    def single_frame(self, src: np.ndarray, mask: Optional[np.ndarray] = None
-                     ) -> tuple[SingleFrame, np.ndarray]:
-        """The one-frame estimate (the fallback) and the trimap."""
-        prior = None if mask is not None else self.prior.alpha(src)
-        rough = np.asarray(mask if mask is not None else prior, np.float32)
+    def single_frame(self, src: np.ndarray, mask: Optional[np.ndarray] = None,
+                     subject: Optional[np.ndarray] = None) -> tuple[SingleFrame, np.ndarray]:
+        """The one-frame estimate (the fallback) and the trimap: from the mask when given, else
+        from the RVM prior joined by ``subject`` (what moves unlike the background)."""
+        if mask is not None:
+            trimap = trimap_from_alpha(np.asarray(mask, np.float32), self.band)
+            return single_frame_matte(src, trimap, None), trimap
+        prior = self.prior.alpha(src)
+        rough = prior if subject is None else np.maximum(prior, subject)
         trimap = trimap_from_alpha(rough, self.band)
-        return single_frame_matte(src, trimap, prior), trimap
+        # the prior's own soft edge where it saw the subject; elsewhere a colour solve
+        seen = trimap_from_alpha(prior, self.band) > 0.01
+        return single_frame_matte(src, trimap, prior, seen), trimap
 
     def process(self, src: np.ndarray, inputs: Optional[Mapping[str, np.ndarray]] = None
                 ) -> MatteResult:
@@ -71,16 +81,28 @@ class ParallaxMatteEngine(PriorEngine):
             raise EngineError("parallax-matte needs a second view: a Reference input "
                               "(--reference) or a plate sequence and --reference-offset")
         mask = inputs.get("mask") if inputs else None
-        single, trimap = self.single_frame(src, mask)
-        matte = ParallaxMatte(single.alpha, single.foreground, np.zeros_like(single.alpha))
-        if reference.shape != src.shape:
+        two_views = reference.shape == src.shape
+        if not two_views:
             warnings.warn(f"the reference is {reference.shape[1]}x{reference.shape[0]}, the "
                           f"plate {src.shape[1]}x{src.shape[0]}: single-frame result",
                           InputWarning, stacklevel=2)
         elif float(np.max(np.abs(reference - src))) < IDENTICAL:
-            pass  # the same frame twice: no parallax, the single-frame result by definition
-        else:
-            flows = parallax_flows(src, reference, trimap, self.flow_size)
+            two_views = False  # the same frame twice: no parallax, the single-frame result
+        motion: Optional[DenseFlow] = (dense_flow(src, reference, self.flow_size) if two_views
+                                       else None)
+        subject = None
+        if motion is not None and mask is None and self.motion_trimap:
+            subject = motion_subject(motion, (src.shape[0], src.shape[1]))
+        single, trimap = self.single_frame(src, mask, subject)
+        matte = ParallaxMatte(single.alpha, single.foreground, np.zeros_like(single.alpha))
+        if not np.any(trimap > 0.01):
+            warnings.warn("no subject found: RVM sees no person"
+                          + (" and nothing moves unlike the background" if two_views else "")
+                          + "; connect a Mask (a rough roto of the subject)", InputWarning,
+                          stacklevel=2)
+        elif two_views:
+            flows = (None if motion is None else
+                     parallax_flows(src, reference, trimap, self.flow_size, motion))
             if flows is None:
                 warnings.warn("no usable optical flow between the plate and its reference "
                               "(too small, or no consistent motion): single-frame result",

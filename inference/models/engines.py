@@ -283,7 +283,8 @@ class ParallaxNetEngine(CheckpointEngine):
         from mattekit.inference.engines.parallax_matte import ParallaxMatteEngine
 
         stages = {name: self.params[name] for name in
-                  ("reference_offset", "trimap_band", "flow_size", "patch_size")}
+                  ("reference_offset", "trimap_band", "flow_size", "motion_trimap",
+                   "patch_size")}
         self.stages = ParallaxMatteEngine(spec, model, model_file, device, stages)
         self.version = f"{self.architecture}-1"
 
