@@ -181,6 +181,9 @@ def _models() -> int:
         if engine.model is None:
             print("  model: none (classical)")
             continue
+        if "checkpoint" in engine.defaults:
+            print("  runs a trained checkpoint (--param checkpoint=PATH, needs the train "
+                  "extra); this model is its prior:")
         model = manifest.models[engine.model]
         try:
             where = str(model_path(model))

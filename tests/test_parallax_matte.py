@@ -296,6 +296,25 @@ def test_when_a_reference_clip_is_given_then_it_is_the_second_view(shot, scene):
     assert float(matte.layers["confidence.Y"].max()) > 0.5
 
 
+def test_when_the_reference_is_smaller_with_the_same_aspect_then_it_is_resampled_with_a_warning(
+        shot, scene, capsys):
+    _, _, _, reference, _ = scene
+    write_exr(shot / "half.exr", cv2.resize(reference, (W // 2, H // 2),
+                                            interpolation=cv2.INTER_AREA), pixel_type="float")
+    assert run(shot, "--frames", "1", "--reference", str(shot / "half.exr")) == 0
+    assert "resampled" in capsys.readouterr().err
+    assert (shot / "out" / "m.0001.exr").exists()
+
+
+def test_when_the_reference_has_another_aspect_then_the_error_names_file_and_frame(
+        shot, scene, capsys):
+    write_exr(shot / "square.exr", scene[3][:, :H], pixel_type="float")
+    assert run(shot, "--frames", "2", "--reference", str(shot / "square.exr")) == 1
+    err = capsys.readouterr().err
+    assert "square.exr" in err and "frame 2" in err and "aspect" in err
+    assert not (shot / "out" / "m.0002.exr").exists()
+
+
 def test_when_the_reference_clip_lacks_frames_then_they_are_named(shot, capsys):
     write_exr(shot / "ref.0001.exr", np.zeros((H, W, 3), np.float32), pixel_type="float")
     assert run(shot, "--frames", "1-3", "--reference", str(shot / "ref.####.exr")) == 1
