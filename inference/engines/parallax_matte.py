@@ -4,7 +4,8 @@ Works in linear Rec.709 (the compositing equation holds in linear light); the RV
 sRGB-encoded copy. Per frame (not temporal). The second view arrives as ``inputs["reference"]``
 (the renderer reads it from the Reference input, or from the plate ``reference_offset`` frames
 away). The trimap comes from ``inputs["mask"]`` (a rough roto) when given, else from the RVM
-prior, which knows people only: any other subject needs the mask. Outputs alpha, the
+prior (people only) joined by what moves unlike the background between the two views (the
+parallax of a nearer subject; ``motion_trimap``). Outputs alpha, the
 un-premultiplied foreground, and ``confidence.Y`` (how much of alpha the second view decided)
 and ``trimap.Y`` layers.
 """
@@ -34,6 +35,7 @@ from mattekit.inference.parallax import (
 ENGINE_VERSION = "parallax-1"  # bump when a change alters the output (invalidates caches)
 PRIOR_SIZE = 512  # long side the RVM prior runs at
 IDENTICAL = 1e-6  # largest difference between two views still called the same frame
+NO_HELP = 0.05  # highest confidence of a second view that decided nothing (warned about)
 
 
 class ParallaxMatteEngine(PriorEngine):
@@ -110,5 +112,9 @@ class ParallaxMatteEngine(PriorEngine):
             else:
                 matte = two_view_matte(src, reference, trimap, flows, single,
                                        self.patch_size)
+                if float(matte.confidence.max()) < NO_HELP:
+                    warnings.warn("the second view adds nothing to this frame (no parallax "
+                                  "between the views, or a textureless plate): single-frame "
+                                  "result", InputWarning, stacklevel=2)
         return MatteResult(alpha=matte.alpha, foreground=matte.foreground,
                            layers={"confidence.Y": matte.confidence, "trimap.Y": trimap})
