@@ -308,15 +308,20 @@ class ParallaxNetEngine(CheckpointEngine):
                 ) -> MatteResult:
         """Matte one frame; ``inputs`` must hold "reference" and may hold "mask"."""
         from mattekit.inference.motion import warp_backward
-        from mattekit.inference.parallax import parallax_flows
+        from mattekit.inference.parallax import dense_flow, motion_subject, parallax_flows
         from mattekit.inference.tiler import tiled_or_whole
 
         reference = None if not inputs else inputs.get("reference")
         mask = None if not inputs else inputs.get("mask")
         if reference is None or reference.shape != src.shape:
             return self.stages.process(src, inputs)  # says what is missing, or warns
-        _, trimap = self.stages.single_frame(src, mask)
-        flows = parallax_flows(src, reference, trimap, self.stages.flow_size)
+        motion = dense_flow(src, reference, self.stages.flow_size)
+        subject = (motion_subject(motion, (src.shape[0], src.shape[1]))
+                   if motion is not None and mask is None and self.stages.motion_trimap
+                   else None)
+        _, trimap = self.stages.single_frame(src, mask, subject)
+        flows = (None if motion is None
+                 else parallax_flows(src, reference, trimap, self.stages.flow_size, motion))
         ref_trimap = (None if flows is None
                       else warp_backward(trimap, -flows.foreground))
         back = (None if ref_trimap is None
