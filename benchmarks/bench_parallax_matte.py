@@ -1,6 +1,7 @@
 """parallax-matte dev benchmark on real photos with real ground-truth alpha.
 
     .venv/bin/python benchmarks/bench_parallax_matte.py [--images 13] [--size 640]
+    .venv/bin/python benchmarks/bench_parallax_matte.py --timing-only   # 1080p pair only
 
 Each of the 13 alphamatting.com training photos (../shared/data/alphamatting-dev) is
 re-composited exactly, I = aF + (1 - a)B in linear light, over another photo of the set as
@@ -28,7 +29,12 @@ from alphamatting import DATA, linear_to_srgb, load, srgb_to_linear
 from bench_background_matte import foreground, metrics_for
 
 from mattekit.inference.engines.registry import create_engine
-from mattekit.inference.parallax import parallax_flows, two_view_matte
+from mattekit.inference.parallax import (
+    dense_flow,
+    motion_subject,
+    parallax_flows,
+    two_view_matte,
+)
 
 MARGIN = 24  # pixels of background beyond the frame on every side (room for the motion)
 
@@ -100,11 +106,15 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=13)
     parser.add_argument("--size", type=int, default=640)
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--timing-only", action="store_true")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     names = sorted(p.name for p in (DATA / "input").glob("GT*.png"))[: args.images]
     rvm = create_engine("rvm", "cpu")
     engine = create_engine("parallax", "cpu")
+    if args.timing_only:
+        print(timing_1080p(rvm, engine, names[0], names[5]))
+        return
     rng = np.random.default_rng(11)
     results: dict[str, list[dict[str, float]]] = {}
     for k, name in enumerate(names):
@@ -127,10 +137,15 @@ def main() -> None:
             rows[f"engine, second frame{tag}"] = (two.alpha, two.foreground)
             same = engine.process(plate, {**inputs, "reference": plate})
             rows[f"engine, same frame twice{tag}"] = (same.alpha, same.foreground)
-            flows = parallax_flows(plate, reference, trimap, engine.flow_size)
+            # the engine's own stages, as in process(), with the foreground flow perturbed
+            motion = dense_flow(plate, reference, engine.flow_size)
+            subject = None if masked or motion is None else motion_subject(motion, gt.shape)
+            two_single, two_trimap = engine.single_frame(plate, mask, subject)
+            flows = (None if motion is None else
+                     parallax_flows(plate, reference, two_trimap, engine.flow_size, motion))
             if flows is not None:
-                noisy = two_view_matte(plate, reference, trimap, perturbed(flows, rng, 4.0),
-                                       single)
+                noisy = two_view_matte(plate, reference, two_trimap,
+                                       perturbed(flows, rng, 4.0), two_single)
                 rows[f"engine, second frame, fg flow +4 px{tag}"] = (noisy.alpha,
                                                                      noisy.foreground)
             for method, (alpha, fgr) in rows.items():
@@ -150,7 +165,7 @@ def main() -> None:
         print(timing_1080p(rvm, engine, names[0], names[5]))
 
 
-def timing_1080p(rvm, engine, name: str, bg_name: str, repeats: int = 2) -> str:
+def timing_1080p(rvm, engine, name: str, bg_name: str, repeats: int = 3) -> str:
     """Seconds per 1920x1080 pair, best of ``repeats``: RVM alone vs the default engine."""
     photo, gt = load(name, 1920)
     gt = cv2.resize(gt, (1920, 1080))

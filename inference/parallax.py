@@ -284,9 +284,24 @@ def unmixed_foreground(plate: np.ndarray, alpha: np.ndarray, background: np.ndar
     return np.where((alpha > 0.25)[..., None], unmixed, guess).astype(np.float32)
 
 
-def clean_sample_weight(alpha: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    """How surely the pixel at x + offset(x) is pure background: 1 - its current alpha."""
-    return np.clip(1.0 - warp_backward(alpha, offset), 0.0, 1.0)
+def sample_maps(x: np.ndarray, y: np.ndarray, width: int = 1024
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (N,) as 2-D float32 remap maps ``width`` wide (OpenCV maps stay < 32767)."""
+    rows = -(-x.size // width)
+    maps = np.zeros((2, rows * width), np.float32)
+    maps[0, :x.size], maps[1, :y.size] = x, y
+    return maps[0].reshape(rows, width), maps[1].reshape(rows, width)
+
+
+def clean_sample_weight(alpha: np.ndarray, maps: tuple[np.ndarray, np.ndarray], count: int
+                        ) -> np.ndarray:
+    """How surely each of ``count`` sample positions (``sample_maps``) is pure background:
+    1 - its alpha (bilinear), as (count, 1)."""
+    if count == 0:
+        return np.zeros((0, 1), np.float32)
+    at_sample = cv2.remap(alpha, maps[0], maps[1], interpolation=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    return np.clip(1.0 - at_sample.reshape(-1)[:count], 0.0, 1.0)[:, None]
 
 
 def aligned_views(plate: np.ndarray, reference: np.ndarray, flows: ParallaxFlows
@@ -341,9 +356,15 @@ def solve_views(views: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     w_known_a = smoothstep(rel_a, *KNOWN_RELIABILITY) * band("trust_fg")
     alpha = np.array(views["alpha"], np.float32)  # the whole window: samples lie outside the band
     seen_plate = confidence = np.zeros_like(single_alpha)
+    # where the band's samples lie: x - d (what the reference dis-occludes), x + d (what the
+    # plate shows behind the aligned reference), as (N, 1) remap maps
+    ys, xs = np.divmod(index, trimap.shape[1])
+    d = relative.reshape(-1, 2)[index]
+    behind = sample_maps(xs - d[:, 0], ys - d[:, 1])
+    ahead = sample_maps(xs + d[:, 0], ys + d[:, 1])
     for _ in range(SOLVE_ITERATIONS):
-        seen_plate = clean_sample_weight(alpha, -relative).reshape(-1)[index][:, None]
-        seen_aligned = clean_sample_weight(alpha, relative).reshape(-1)[index][:, None]
+        seen_plate = clean_sample_weight(alpha, behind, index.size)
+        seen_aligned = clean_sample_weight(alpha, ahead, index.size)
         w_p = seen_plate * w_known_p
         w_two = seen_plate * seen_aligned * w_two_view * band("trust_fg")
         w_a = seen_aligned * w_known_a

@@ -377,7 +377,7 @@ def test_when_the_reference_input_is_connected_then_the_job_carries_it():
     assert ("Write_Reference", plan.job["reference"]) in plan.writes
     assert plan.write_frames.get("Write_Plate") is None  # the processed frames only
     assert plan.job["params"] == {"reference_offset": 2, "trimap_band": 16, "flow_size": 1024,
-                                  "motion_trimap": True, "patch_size": 448}
+                                  "motion_trimap": True, "patch_size": 0}
     assert not plan.warnings
 
 

@@ -136,7 +136,7 @@ NODE_TYPES: Dict[str, NodeType] = {t.gizmo: t for t in (
               ParamKnob("trimap_band", "int", 16, 1),
               ParamKnob("flow_size", "int", 1024, 64),
               ParamKnob("motion_trimap", "bool", True),
-              ParamKnob("patch_size", "int", 448, 0))),
+              ParamKnob("patch_size", "int", 0, 0))),
     NodeType("VideoMatte", "video-matte", ("Plate", "Mask"),
              (DEFAULT_ENGINE, "rvm-guided", "rvm"),
              (ParamKnob("downsample_target", "int", 512, 64),
