@@ -20,13 +20,7 @@ from mattekit.inference.models.parallax import (  # noqa: E402
     parallax_loss,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(seed: int = 0) -> ParallaxNet:
