@@ -16,6 +16,10 @@ only one background is seen it is a known-background solve; where neither, where
 parallax or where the flow is inconsistent, the result falls back smoothly to the single-frame
 estimate (the same frame twice gives exactly the single-frame result).
 
+Without a rough mask, the parallax also says where the subject is: a homography fitted to the
+flow is the background's motion, and what moves faster than it, in sizeable regions, is a
+subject nearer the camera (``motion_subject``).
+
 Flow is OpenCV's DIS (Kroeger et al. 2016): dense, sub-pixel, robust to the brightness
 texture of real plates and fast on a CPU (Farneback is slower and smoother across the
 subject's outline, where the two motions must stay apart). All images are linear RGB float32
@@ -69,6 +73,8 @@ class SingleFrame:
 
 @dataclass
 class ParallaxMatte:
+    """The two-view result."""
+
     alpha: np.ndarray
     foreground: np.ndarray  # un-premultiplied, linear
     confidence: np.ndarray  # how much of alpha the second view decided (0 = single frame)
