@@ -2,6 +2,7 @@
 
     mattekit render video-matte --plate plate.####.exr --frames 1001-1020 --out matte.####.exr
     mattekit render video-matte --plate plate.####.exr --mask roto.####.exr --out matte.####.exr
+    mattekit render parallax-matte --plate plate.####.exr --reference-offset 2 --out matte.####.exr
     mattekit demo
     mattekit models
     mattekit cache ls | gc | clear
@@ -63,6 +64,13 @@ def _parsed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                        "alpha, else its first channel. video-matte: a sequence "
                                        "holds key frames only (e.g. just roto.1001.exr); a "
                                        "still is the key of the plate's first frame")
+    second_view = render.add_mutually_exclusive_group()
+    second_view.add_argument("--reference", help="parallax-matte: the second view, a still or a "
+                                                 "sequence covering the range (same colour "
+                                                 "space as the plate)")
+    second_view.add_argument("--reference-offset", type=int, metavar="N",
+                             help="parallax-matte: use the plate N frames away as the second "
+                                  "view (default 2; -N where +N is past the end of the shot)")
     render.add_argument("--frames", help="frame range: 1001-1100, 1001-1100x2, 1,5,9-12 "
                                          "(default: every frame on disk)")
     render.add_argument("--out", help="output EXR file or sequence (default: results stay in "
@@ -140,10 +148,16 @@ def _render(args: argparse.Namespace) -> int:
     if args.out is None and args.no_cache:
         raise MattekitError("--no-cache needs --out: without the cache there is nowhere to "
                             "keep the results")
+    params = dict(args.param)
+    if args.reference_offset is not None:
+        if args.node != "parallax-matte":
+            raise MattekitError(f"--reference-offset is an option of parallax-matte, not "
+                                f"{args.node}")
+        params["reference_offset"] = args.reference_offset
     job = RenderJob(node=args.node, plate=args.plate, out=args.out, frames=args.frames,
-                    clean_plate=args.clean_plate, mask=args.mask,
+                    clean_plate=args.clean_plate, mask=args.mask, reference=args.reference,
                     engine=args.engine, colorspace=args.colorspace,
-                    ocio_config=args.ocio_config, device=args.device, params=dict(args.param),
+                    ocio_config=args.ocio_config, device=args.device, params=params,
                     compression=args.compression, pixel_type=args.pixel_type,
                     cache_root=args.cache_dir, use_cache=not args.no_cache,
                     all_or_nothing=args.all_or_nothing)
@@ -175,6 +189,9 @@ def _models() -> int:
         if engine.model is None:
             print("  model: none (classical)")
             continue
+        if "checkpoint" in engine.defaults:
+            print("  runs a trained checkpoint (--param checkpoint=PATH, needs the train "
+                  "extra); this model is its prior:")
         model = manifest.models[engine.model]
         try:
             where = str(model_path(model))

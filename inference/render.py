@@ -77,6 +77,7 @@ class RenderJob:
     out: Optional[str] = None
     clean_plate: Optional[str] = None
     mask: Optional[str] = None
+    reference: Optional[str] = None   # parallax-matte's second view (else the plate offset)
     frames: Optional[str] = None
     engine: Optional[str] = None
     colorspace: Optional[str] = None
@@ -237,6 +238,7 @@ class _Renderer:
         self.paths = [self.pattern.path_for(f) for f in self.frames]
         self.outputs: Optional[list[Optional[Path]]] = (
             None if outputs is None else [None] * self.timeline.first_output + list(outputs))
+        self.offset_frames: list[int] = []  # the plate frame each reference is, when offset
         self.extra_paths = self._extra_inputs()
         self._stills: dict[Path, np.ndarray] = {}
         self._stills_lock = threading.Lock()
@@ -264,7 +266,8 @@ class _Renderer:
     def _given_inputs(self) -> dict[str, str]:
         """The engine's other inputs the job names (clean plate, mask), checked against the
         engine: a required one missing or one the engine does not take is an error."""
-        given = {"clean_plate": self.job.clean_plate, "mask": self.job.mask}
+        given = {"clean_plate": self.job.clean_plate, "mask": self.job.mask,
+                 "reference": self.job.reference}
         named: dict[str, str] = {}
         for name, pattern_text in given.items():
             flag = "--" + name.replace("_", "-")
@@ -334,7 +337,44 @@ class _Renderer:
             found: list[Optional[Path]] = list(require_frames(
                 pattern, self.frames if pattern.is_sequence else self.frames[:1]))
             paths[name] = found if pattern.is_sequence else found * len(self.frames)
+        if "reference" in self.spec.inputs and "reference" not in paths:
+            paths["reference"] = list(self._offset_references())
         return paths
+
+    def _offset_references(self) -> list[Path]:
+        """The second view of each frame when no reference is given: the plate
+        ``reference_offset`` frames away, or as far the other way where that frame is not on
+        disk (the end of a shot), with a warning; an InputError naming the missing file and
+        frame when neither exists."""
+        offset = self.params.get("reference_offset", 0)
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise MattekitError(f"reference_offset is {offset!r}; it must be a whole number "
+                                "of frames (e.g. 2 or -2)")
+        if not self.pattern.is_sequence:
+            raise MattekitError(f"{self.job.plate}: the plate is a single image, so "
+                                f"{self.job.node} has no frame to offset: give --reference")
+        if offset == 0:
+            warnings.warn("reference_offset is 0: the plate is its own reference (no "
+                          "parallax): single-frame result", InputWarning, stacklevel=3)
+        on_disk = set(self.pattern.glob())
+        mirrored: list[int] = []
+        for frame in self.frames:
+            if frame + offset in on_disk:
+                self.offset_frames.append(frame + offset)
+            elif frame - offset in on_disk:
+                self.offset_frames.append(frame - offset)
+                mirrored.append(frame)
+            else:
+                raise InputError(
+                    f"is not on disk: it is the reference of frame {frame} (reference_offset "
+                    f"{offset}), and frame {frame - offset} on the other side is missing too; "
+                    "render those frames or change the offset",
+                    self.pattern.path_for(frame + offset), frame + offset)
+        if mirrored:
+            warnings.warn(f"{self.job.plate}: frames {format_frame_list(mirrored)} have no "
+                          f"frame {offset:+d} on disk; they use frame {-offset:+d} as their "
+                          "reference", InputWarning, stacklevel=3)
+        return [self.pattern.path_for(f) for f in self.offset_frames]
 
     def _input_digests(self) -> list[list[str]]:
         """Per frame, the digests of every input file (plate first; "" where a key input has
@@ -377,23 +417,27 @@ class _Renderer:
 
     # -- the stages -------------------------------------------------------------------------
 
-    def _clean_plate(self, index: int, shape: tuple[int, int]) -> np.ndarray:
-        """The clean plate for frame `index` in the engine's space; a still is decoded and
-        converted once per render, not once per frame (engines never modify their inputs)."""
-        path = self.extra_paths["clean_plate"][index]
+    def _colour_input(self, name: str, index: int, shape: tuple[int, int]) -> np.ndarray:
+        """An image input (clean plate, reference) for frame `index` in the engine's space; a
+        still is decoded and converted once per render, not once per frame (engines never
+        modify their inputs)."""
+        path = self.extra_paths[name][index]
         if path is None:
-            raise MattekitError(f"no clean plate for frame {self.frames[index]}")
+            raise MattekitError(f"no {name.replace('_', ' ')} for frame {self.frames[index]}")
         with self._stills_lock:
             if path in self._stills:
                 return self._stills[path]
-        clean = load_plate(path, self.frames[index]).rgb
-        clean = self.to_engine.apply(matched_size(clean, shape, path, self.frames[index]))
+        frame = (self.offset_frames[index] if name == "reference" and self.offset_frames
+                 else self.frames[index])
+        image = load_plate(path, frame).rgb
+        image = self.to_engine.apply(matched_size(image, shape, path, frame))
         if self.spec.clip_input:
-            np.clip(clean, 0.0, 1.0, out=clean)
-        if self.job.clean_plate is not None and not parse_pattern(self.job.clean_plate).is_sequence:
+            np.clip(image, 0.0, 1.0, out=image)
+        given = self._given_inputs().get(name)
+        if given is not None and not parse_pattern(given).is_sequence:
             with self._stills_lock:
-                self._stills[path] = clean
-        return clean
+                self._stills[path] = image
+        return image
 
     def decode(self, index: int) -> _Decoded:
         """Read frame `index` and convert it to the engine's space (runs on a reader thread)."""
@@ -404,8 +448,9 @@ class _Renderer:
             np.clip(engine_src, 0.0, 1.0, out=engine_src)
         inputs: dict[str, np.ndarray] = {}
         shape = engine_src.shape[:2]
-        if "clean_plate" in self.extra_paths:
-            inputs["clean_plate"] = self._clean_plate(index, shape)
+        for name in ("clean_plate", "reference"):
+            if name in self.extra_paths:
+                inputs[name] = self._colour_input(name, index, shape)
         mask_path = self.extra_paths.get("mask", [None] * len(self.frames))[index]
         if mask_path is not None:
             frame_number = self.frames[index]

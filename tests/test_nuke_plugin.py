@@ -7,6 +7,7 @@ cache under tmp_path) and read the real EXR results back.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -210,7 +211,7 @@ def test_when_the_plate_is_a_plain_read_then_the_worker_reads_its_files_in_its_c
 
 
 def test_when_the_plate_is_not_a_read_then_the_internal_write_renders_it_in_working_space():
-    plan = knobs.build_job(state(kind="ParallaxMatte", connected=("Plate", "Mask"),
+    plan = knobs.build_job(state(kind="Sparse4KRefine", connected=("Plate", "Mask"),
                                  working_space="ACES - ACEScg"), "/cache", 1, 3)
     assert plan.writes == [("Write_Plate", f"{plan.work}/inputs/Plate.####.exr")]
     assert plan.job["plate"] == plan.writes[0][1]
@@ -453,7 +454,7 @@ def test_when_video_matte_has_a_mask_then_the_worker_gets_its_key_frame_and_the_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["ParallaxMatte", "Sparse4KRefine"])
+@pytest.mark.parametrize("kind", ["Sparse4KRefine"])
 def test_when_a_node_has_no_engine_yet_then_its_status_says_not_implemented(
         fake, worker_env, tmp_path, kind):
     nuke.GUI = True
@@ -635,3 +636,28 @@ def test_when_the_panel_polls_then_the_ui_thread_is_not_blocked(monkeypatch):
     assert widget.labels["state"].text() == "up" and widget.table.rowCount() == 2
     assert callers and all(t is not threading.main_thread() for t in callers)
     widget.close()
+
+
+@pytest.mark.slow
+def test_when_parallax_matte_processes_then_the_plate_offset_or_the_reference_is_its_second_view(
+        fake, worker_env, tmp_path):
+    nuke.GUI = True
+    nuke.frame(1)
+    matte = nuke.createNode("ParallaxMatte")
+    matte.setInput(0, read_node(write_plate(tmp_path / "plate", count=3), 1, 3))
+    wait_background([nodes.process_frame(matte)])
+    status = matte["status"].value()
+    assert status.startswith("done: frames 1"), status
+    result = read_exr(knobs.frame_path(matte.node("Result")["file"].value(), 1))
+    assert result.metadata["mattekit/engine"] == "parallax"
+    assert json.loads(result.metadata["mattekit/params"])["reference_offset"] == 2
+    assert {"confidence.Y", "trimap.Y"} <= set(result.layers)
+
+    matte["reference_offset"].setValue(5)  # frames 6 and -4 do not exist: said on the node
+    wait_background([nodes.process_frame(matte)])
+    assert "plate.0006.exr, frame 6" in matte["status"].value()
+
+    matte.setInput(1, read_node(write_plate(tmp_path / "reference", count=1), 1, 1))
+    wait_background([nodes.process_frame(matte)])
+    status = matte["status"].value()
+    assert status.startswith("done: frames 1"), status

@@ -64,5 +64,5 @@ def test_when_asked_for_cuda_without_a_cuda_provider_then_the_error_says_so(monk
 def test_when_a_node_has_no_engine_yet_then_it_says_not_implemented():
     from mattekit.inference.errors import NotImplementedEngineError
 
-    with pytest.raises(NotImplementedEngineError, match="parallax-matte.*not implemented"):
-        registry.default_engine("parallax-matte")
+    with pytest.raises(NotImplementedEngineError, match="sparse-4k-refine.*not implemented"):
+        registry.default_engine("sparse-4k-refine")

@@ -57,7 +57,7 @@ def test_when_listing_models_then_rvm_is_installed_and_unbuilt_nodes_have_none(c
     assert rvm["sha256"].startswith("88d4531297")
     assert reply["nodes"]["video-matte"] == "rvm-guided"
     assert reply["nodes"]["background-matte"] == "cleanplate"
-    assert reply["nodes"]["parallax-matte"] is None
+    assert reply["nodes"]["parallax-matte"] == "parallax"
 
 
 def test_when_processing_a_sequence_then_frames_stream_in_order_then_done_and_a_rerun_hits(
@@ -181,9 +181,9 @@ def test_when_a_plate_frame_is_missing_then_input_error_names_the_file_and_worke
 
 def test_when_the_node_has_no_engine_yet_then_not_implemented(client, tmp_path):
     plate = make_plate(tmp_path / "plate", 1, seed=8)
-    events = client.process({"node": "parallax-matte", "plate": plate})
+    events = client.process({"node": "sparse-4k-refine", "plate": plate})
     assert events[-1]["error"]["code"] == "not_implemented"
-    assert "parallax-matte" in events[-1]["error"]["message"]
+    assert "sparse-4k-refine" in events[-1]["error"]["message"]
 
 
 @pytest.mark.parametrize("job, field", [

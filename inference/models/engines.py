@@ -14,6 +14,9 @@ Inputs: ``src`` (H, W, 3) float32 in the engine's input space (the space the che
 trained in, 0..1), ``inputs["clean_plate"]`` of the same size (required); ``inputs["mask"]``
 (H, W) is the guidance map of a BgViTMatte trained with guidance, and ignored otherwise.
 
+``ParallaxNetEngine`` (parallax-matte) takes ``inputs["reference"]`` (the second view) and an
+optional ``inputs["mask"]``; it runs on patches of ``patch_size`` over the trimap's unknown band.
+
 ``OavmEngine`` (video-matte) is temporal: no clean plate; ``inputs["mask"]``, on key frames only,
 names the target (it starts a new memory), and the network's memory is carried from frame to
 frame, as plain arrays through ``state`` / ``load_state`` so the render cache can resume it.
@@ -263,3 +266,75 @@ class OavmEngine(CheckpointEngine):
             fgr, pha, memory = self.network(frame, self._memory)
         self._memory, self._shape = tuple(memory), shape
         return self._result(fgr, pha, src.shape[:2])
+
+
+class ParallaxNetEngine(CheckpointEngine):
+    """ParallaxNet (parallax-matte) from a trained checkpoint. The default engine's stages give
+    it its inputs: the trimap (mask or RVM prior), the flow with the band filled from certain
+    neighbours, each view background-aligned to the other; the network then runs on patches
+    over the unknown band (``patch_size``, half overlap, Gaussian merge). Without usable flow or
+    with views of different sizes, the default engine's single-frame result, with a warning."""
+
+    architecture = "parallaxnet"
+
+    def __init__(self, spec: Any, model: Any, model_file: Optional[Path], device: str,
+                 params: Mapping[str, Any]):
+        super().__init__(spec, model, model_file, device, params)
+        from mattekit.inference.engines.parallax_matte import ParallaxMatteEngine
+
+        stages = {name: self.params[name] for name in
+                  ("reference_offset", "trimap_band", "flow_size", "motion_trimap",
+                   "patch_size")}
+        self.stages = ParallaxMatteEngine(spec, model, model_file, device, stages)
+        self.version = f"{self.architecture}-1"
+
+    def _patches(self, batch: Any) -> list[dict[str, np.ndarray]]:
+        import torch
+
+        def stacked(name: str) -> Any:
+            arrays = [np.atleast_3d(window[name]).transpose(2, 0, 1) for window in batch]
+            return torch.from_numpy(np.ascontiguousarray(np.stack(arrays), np.float32)).to(
+                self.device)
+
+        with torch.inference_mode():
+            fgr, pha = self.network(*(stacked(name) for name in
+                                      ("src", "src_other", "src_trimap", "ref", "ref_other",
+                                       "ref_trimap")))
+        return [{"alpha": pha[i, 0].float().cpu().numpy(),
+                 "foreground": fgr[i].float().cpu().numpy().transpose(1, 2, 0)}
+                for i in range(len(batch))]
+
+    def process(self, src: np.ndarray, inputs: Optional[Mapping[str, np.ndarray]] = None
+                ) -> MatteResult:
+        """Matte one frame; ``inputs`` must hold "reference" and may hold "mask"."""
+        from mattekit.inference.motion import warp_backward
+        from mattekit.inference.parallax import dense_flow, motion_subject, parallax_flows
+        from mattekit.inference.tiler import tiled_or_whole
+
+        reference = None if not inputs else inputs.get("reference")
+        mask = None if not inputs else inputs.get("mask")
+        if reference is None or reference.shape != src.shape:
+            return self.stages.process(src, inputs)  # says what is missing, or warns
+        motion = dense_flow(src, reference, self.stages.flow_size)
+        subject = (motion_subject(motion, (src.shape[0], src.shape[1]))
+                   if motion is not None and mask is None and self.stages.motion_trimap
+                   else None)
+        _, trimap = self.stages.single_frame(src, mask, subject)
+        flows = (None if motion is None
+                 else parallax_flows(src, reference, trimap, self.stages.flow_size, motion))
+        ref_trimap = (None if flows is None
+                      else warp_backward(trimap, -flows.foreground))
+        back = (None if ref_trimap is None
+                else parallax_flows(reference, src, ref_trimap, self.stages.flow_size))
+        if flows is None or ref_trimap is None or back is None:
+            return self.stages.process(src, inputs)
+        views = {"src": src, "src_other": warp_backward(reference, flows.background),
+                 "src_trimap": trimap, "ref": reference,
+                 "ref_other": warp_backward(src, back.background), "ref_trimap": ref_trimap}
+        unknown = (trimap > 0.01) & (trimap < 0.99)
+        base = {"alpha": trimap, "foreground": src}
+        merged = tiled_or_whole(self._patches, views, unknown, base, self.stages.patch_size)
+        alpha = np.where(unknown, np.clip(merged["alpha"], 0.0, 1.0), trimap)
+        return MatteResult(alpha=alpha.astype(np.float32),
+                           foreground=np.ascontiguousarray(merged["foreground"], np.float32),
+                           layers={"trimap.Y": trimap})

@@ -66,7 +66,11 @@ WORKER_READABLE = (".exr", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 JOB_INPUT_FIELDS: Dict[str, Dict[str, str]] = {
     "background-matte": {"CleanPlate": "clean_plate", "Mask": "mask"},
     "video-matte": {"Mask": "mask"},
+    "parallax-matte": {"Reference": "reference", "Mask": "mask"},
 }
+#: The node whose plate also serves as its own second view, ``reference_offset`` frames away,
+#: when its Reference input is not connected (the internal Write renders those frames too).
+OFFSET_REFERENCE = {"parallax-matte": ("Reference", "reference_offset")}
 #: VideoMatte's key frames of the Mask input: empty = the first frame of the Frame range
 #: (the project's when empty), "all" = every frame, else a list such as "1001, 1050".
 MASK_FRAMES = "mask_frames"
@@ -130,7 +134,10 @@ NODE_TYPES: Dict[str, NodeType] = {t.gizmo: t for t in (
     NodeType("ParallaxMatte", "parallax-matte", ("Plate", "Reference", "Mask"),
              (DEFAULT_ENGINE,),
              (ParamKnob("reference_offset", "int", 2),
-              ParamKnob("patch_size", "int", 448, 64))),
+              ParamKnob("trimap_band", "int", 16, 1),
+              ParamKnob("flow_size", "int", 1024, 64),
+              ParamKnob("motion_trimap", "bool", True),
+              ParamKnob("patch_size", "int", 0, 0))),
     NodeType("VideoMatte", "video-matte", ("Plate", "Mask"),
              (DEFAULT_ENGINE, "rvm-guided", "rvm"),
              (ParamKnob("downsample_target", "int", 512, 64),
@@ -409,6 +416,20 @@ def mask_key_frames(state: NodeState, start: int, last: int) -> List[int]:
     return [key] if key <= last else []
 
 
+def offset_plate_frames(state: NodeState, first: int, last: int, knob: str) -> List[int]:
+    """The plate frames a node that is its own reference needs: first..last and each frame's
+    reference ``offset`` away, or the other way where that is outside the plate's (or the
+    project's) range, as the worker does."""
+    offset = int(params_from_knobs(state.kind, state.values, state.full_name).get(knob, 0))
+    bounds = state.plate_range or state.project_range
+    frames = set(range(first, last + 1))
+    for frame in range(first, last + 1):
+        ahead = frame + offset
+        inside = bounds is None or bounds[0] <= ahead <= bounds[1]
+        frames.add(ahead if inside else frame - offset)
+    return sorted(frames)
+
+
 def job_colorspace(state: NodeState) -> Optional[str]:
     """The plate's colour space as the job states it: the node's knob, else the plain Read's,
     else the working space (internal Writes and raw Reads carry working-space pixels)."""
@@ -482,6 +503,10 @@ def build_job(state: NodeState, cache_root: str, first: int, last: int) -> JobPl
             replace.append(name)
             plate_frames.update(keys)
         write_frames[kind.internal_write(PLATE)] = sorted(plate_frames)
+    offset_input = OFFSET_REFERENCE.get(kind.worker_node)
+    if offset_input is not None and offset_input[0] not in state.connected:
+        write_frames[kind.internal_write(PLATE)] = offset_plate_frames(state, first, last,
+                                                                       offset_input[1])
     # with other inputs rendered by the internal Writes, the plate goes the same way so all
     # of them reach the worker in one colour space (the working space)
     if state.plate_read is not None and not extras:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from mattekit.inference.models.bgvitmatte.detail import DetailCapture
-from mattekit.inference.models.bgvitmatte.fusion import FusionUp
+from mattekit.inference.models.bgvitmatte.fusion import FusionUp, fusion_steps
 from mattekit.inference.models.bgvitmatte.head import MatteHead
 from mattekit.inference.models.blocks import normalize_rgb, pad_to_multiple
 from mattekit.inference.models.config import ModelConfig
@@ -60,13 +60,7 @@ class BgViTMatte(nn.Module):
     def __init__(self, config: Optional[BgViTMatteConfig] = None):
         super().__init__()
         self.config = config = config or BgViTMatteConfig()
-        steps = config.patch.bit_length() - 1
-        if config.patch < 2 or config.patch != 1 << steps:
-            raise ValueError(f"patch must be a power of two, got {config.patch}")
-        if len(config.fusion_dims) != steps or len(config.detail_dims) != steps - 1:
-            raise ValueError(f"patch {config.patch} needs {steps} fusion_dims and {steps - 1} "
-                             f"detail_dims, got {len(config.fusion_dims)} and "
-                             f"{len(config.detail_dims)}")
+        steps = fusion_steps(config.patch, config.fusion_dims, config.detail_dims)
         channels = 7 if config.guidance else 6
         self.onnx_input_names: tuple[str, ...] = (
             ("src", "bgr", "guidance") if config.guidance else ("src", "bgr"))
