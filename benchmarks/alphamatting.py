@@ -2,6 +2,7 @@
 functions they composite with (../shared/data/alphamatting-dev: input/GT*.png, alpha/GT*.png)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cv2
@@ -29,3 +30,21 @@ def load(name: str, long_side: int) -> tuple[np.ndarray, np.ndarray]:
     alpha = cv2.resize(alpha.astype(np.float32), (photo.shape[1], photo.shape[0]),
                        interpolation=cv2.INTER_AREA)
     return photo, alpha
+
+
+def best_seconds(rvm, engine, plate: np.ndarray, inputs: dict, repeats: int = 3
+                 ) -> tuple[float, float]:
+    """Best-of-`repeats` seconds per frame of RVM alone (on the plate's sRGB encoding) and of
+    `engine` (on the linear plate with its extra `inputs`), interleaved so that both see the
+    same machine load."""
+    srgb = np.ascontiguousarray(linear_to_srgb(plate))
+    best_rvm = best_engine = float("inf")
+    for _ in range(repeats):
+        rvm.reset()
+        t0 = time.perf_counter()
+        rvm.process(srgb)
+        best_rvm = min(best_rvm, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        engine.process(plate, inputs)
+        best_engine = min(best_engine, time.perf_counter() - t0)
+    return best_rvm, best_engine

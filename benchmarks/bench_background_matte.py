@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from alphamatting import DATA, linear_to_srgb, load, srgb_to_linear
+from alphamatting import DATA, best_seconds, linear_to_srgb, load, srgb_to_linear
 
 from mattekit.inference.engines.registry import create_engine
 
@@ -165,20 +165,10 @@ def timing_1080p(rvm, engine, name: str, background_name: str, repeats: int = 3)
         plate = alpha[..., None] * fg + (1 - alpha[..., None]) * plate_bg
         plate, clean = (cv2.resize(x.astype(np.float32), (1920, 1080),
                                    interpolation=cv2.INTER_CUBIC) for x in (plate, clean))
-        srgb = np.ascontiguousarray(linear_to_srgb(plate))
-        times: dict[str, float] = {"RVM alone": 1e9, "default engine": 1e9}
-        for _ in range(repeats):
-            rvm.reset()
-            t0 = time.perf_counter()
-            rvm.process(srgb)
-            times["RVM alone"] = min(times["RVM alone"], time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            engine.process(plate, {"clean_plate": clean})
-            times["default engine"] = min(times["default engine"], time.perf_counter() - t0)
-        lines.append(f"{label} at {plate.shape[1]}x{plate.shape[0]}: RVM alone "
-                     f"{times['RVM alone']:.3f} s/frame, default engine "
-                     f"{times['default engine']:.3f} s/frame "
-                     f"({times['default engine'] / times['RVM alone']:.2f}x RVM)")
+        rvm_s, engine_s = best_seconds(rvm, engine, plate, {"clean_plate": clean}, repeats)
+        lines.append(f"{label} at {plate.shape[1]}x{plate.shape[0]}: RVM alone {rvm_s:.3f} "
+                     f"s/frame, default engine {engine_s:.3f} s/frame "
+                     f"({engine_s / rvm_s:.2f}x RVM)")
     return "\n".join(lines)
 
 

@@ -20,12 +20,11 @@ the MSE (x1e3) of the premultiplied foreground (linear).
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 
 import cv2
 import numpy as np
-from alphamatting import DATA, linear_to_srgb, load, srgb_to_linear
+from alphamatting import DATA, best_seconds, linear_to_srgb, load, srgb_to_linear
 from bench_background_matte import foreground, metrics_for
 
 from mattekit.inference.engines.registry import create_engine
@@ -172,20 +171,9 @@ def timing_1080p(rvm, engine, name: str, bg_name: str, repeats: int = 3) -> str:
     fg = cv2.resize(srgb_to_linear(photo), (1920, 1080))
     bg_photo, _ = load(bg_name, 1920)
     plate, reference = parallax_pair(gt, fg, bg_photo, np.random.default_rng(3))
-    srgb = np.ascontiguousarray(linear_to_srgb(plate))
-    best = {"RVM alone": 1e9, "default engine": 1e9}
-    for _ in range(repeats):
-        rvm.reset()
-        t0 = time.perf_counter()
-        rvm.process(srgb)
-        best["RVM alone"] = min(best["RVM alone"], time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        engine.process(plate, {"reference": reference})
-        best["default engine"] = min(best["default engine"], time.perf_counter() - t0)
-    return (f"at 1920x1080: RVM alone {best['RVM alone']:.3f} s/frame, default engine "
-            f"{best['default engine']:.3f} s/pair "
-            f"({best['default engine'] / best['RVM alone']:.2f}x RVM)")
-
+    rvm_s, engine_s = best_seconds(rvm, engine, plate, {"reference": reference}, repeats)
+    return (f"at 1920x1080: RVM alone {rvm_s:.3f} s/frame, default engine {engine_s:.3f} "
+            f"s/pair ({engine_s / rvm_s:.2f}x RVM)")
 
 if __name__ == "__main__":
     main()
