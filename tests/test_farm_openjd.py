@@ -167,6 +167,25 @@ def test_when_the_frames_have_a_step_then_the_template_uses_openjd_range_syntax(
     assert openjd.openjd_range("1, 5, 9-12") == "1,5,9-12"
 
 
+def test_when_a_parallax_node_has_a_reference_then_the_task_passes_it_as_a_path_parameter(
+        tmp_path):
+    bundle = tmp_path / "bundle"
+    assert main(["farm", "openjd", "parallax-matte", "--plate", "/p/plate.####.exr",
+                 "--reference", "/r/second.####.exr", "--out", "/o/matte.####.exr",
+                 "--frames", "1-8", "--bundle", str(bundle)]) == 0
+    template = yaml.safe_load((bundle / openjd.TEMPLATE_FILE).read_text())
+    openjd.check_template(template)  # what `openjd check` runs
+    (step,) = template["steps"]
+    reference = "ParallaxMatteReference"  # the node (default name ParallaxMatte) + input
+    assert reference in {p["name"] for p in template["parameterDefinitions"]}
+    command = json.dumps(step)
+    assert f'"--reference", "{{{{Param.{reference}}}}}"' in command
+    values = yaml.safe_load((bundle / openjd.VALUES_FILE).read_text())["parameterValues"]
+    assert {"name": reference, "value": "/r/second.####.exr"} in values
+    assets = yaml.safe_load((bundle / openjd.ASSETS_FILE).read_text())["assetReferences"]
+    assert "/r" in assets["inputs"]["directories"]
+
+
 @pytest.mark.parametrize("change, message", [
     ({"node": "no-such-node"}, "no-such-node"),
     ({"node": "background-matte"}, "needs 'clean_plate'"),

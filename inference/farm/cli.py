@@ -48,6 +48,8 @@ def _add_job_arguments(parser: argparse.ArgumentParser, nodes: list[str]) -> Non
     single.add_argument("--out")
     single.add_argument("--clean-plate")
     single.add_argument("--mask")
+    single.add_argument("--reference", help="parallax-matte's second view (or --param "
+                                            "reference_offset=N)")
     single.add_argument("--engine")
     single.add_argument("--colorspace")
     single.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -107,6 +109,7 @@ def spec_data(args: argparse.Namespace) -> dict[str, Any]:
     if args.node:
         node = {"name": _node_name(args.node), "node": args.node, "plate": args.plate,
                 "out": args.out, "clean_plate": args.clean_plate, "mask": args.mask,
+                "reference": args.reference,
                 "engine": args.engine, "colorspace": args.colorspace,
                 "device": args.device or "auto", "params": dict(args.param)}
         data["nodes"] = [*data.get("nodes", []), node]

@@ -46,10 +46,12 @@ GPU_AMOUNT = "amount.worker.gpu"
 GPU_MEMORY_AMOUNT = "amount.worker.gpu.memory"   # MiB
 #: Job parameters of one node's files: (name suffix, MatteNode field).
 NODE_PATHS = (("Plate", "plate"), ("CleanPlate", "clean_plate"), ("Mask", "mask"),
+              ("Reference", "reference"),
               ("Output", "out"))
 PATH_DESCRIPTIONS = {"plate": "plate sequence",
                      "clean_plate": "clean plate (a still or a sequence)",
                      "mask": "rough mask (video-matte: its key frames)",
+                     "reference": "second view (parallax-matte: a still or a sequence)",
                      "out": "output sequence"}
 
 

@@ -63,6 +63,7 @@ class MatteNode:
     frames: Optional[str] = None       # None: the job's frames
     clean_plate: Optional[str] = None
     mask: Optional[str] = None
+    reference: Optional[str] = None    # parallax-matte's second view (else reference_offset)
     engine: Optional[str] = None
     colorspace: Optional[str] = None
     device: str = "auto"
@@ -70,8 +71,9 @@ class MatteNode:
 
     @property
     def inputs(self) -> dict[str, str]:
-        """The node's extra inputs by CLI name (clean_plate, mask), the ones given only."""
-        given = {"clean_plate": self.clean_plate, "mask": self.mask}
+        """The node's extra inputs by CLI name (clean_plate, mask, reference), the ones given
+        only."""
+        given = {"clean_plate": self.clean_plate, "mask": self.mask, "reference": self.reference}
         return {name: value for name, value in given.items() if value}
 
 
@@ -203,6 +205,7 @@ def _matte_node(data: Any, index: int, job_frames: str) -> MatteNode:
         frames=_frames(frames, where) if frames else None,
         clean_plate=_text(data, "clean_plate", where, required=False),
         mask=_text(data, "mask", where, required=False),
+        reference=_text(data, "reference", where, required=False),
         engine=_text(data, "engine", where, required=False),
         colorspace=_text(data, "colorspace", where, required=False),
         device=device, params=dict(params))
