@@ -2,6 +2,7 @@
 
     mattekit render video-matte --plate plate.####.exr --frames 1001-1020 --out matte.####.exr
     mattekit render video-matte --plate plate.####.exr --mask roto.####.exr --out matte.####.exr
+    mattekit render sparse-4k-refine --plate plate.####.exr --coarse rough.####.exr --out a.####.exr
     mattekit demo
     mattekit models
     mattekit cache ls | gc | clear
@@ -62,6 +63,10 @@ def _parsed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                        "alpha, else its first channel. video-matte: a sequence "
                                        "holds key frames only (e.g. just roto.1001.exr); a "
                                        "still is the key of the plate's first frame")
+    render.add_argument("--coarse", help="sparse-4k-refine: a coarse alpha from any node (its "
+                                         "alpha, else its first channel), a still or a "
+                                         "sequence, any resolution of the plate's aspect "
+                                         "(default: RVM at coarse_size)")
     render.add_argument("--frames", help="frame range: 1001-1100, 1001-1100x2, 1,5,9-12 "
                                          "(default: every frame on disk)")
     render.add_argument("--out", help="output EXR file or sequence (default: results stay in "
@@ -134,7 +139,7 @@ def _render(args: argparse.Namespace) -> int:
         raise MattekitError("--no-cache needs --out: without the cache there is nowhere to "
                             "keep the results")
     job = RenderJob(node=args.node, plate=args.plate, out=args.out, frames=args.frames,
-                    clean_plate=args.clean_plate, mask=args.mask,
+                    clean_plate=args.clean_plate, mask=args.mask, coarse=args.coarse,
                     engine=args.engine, colorspace=args.colorspace,
                     ocio_config=args.ocio_config, device=args.device, params=dict(args.param),
                     compression=args.compression, pixel_type=args.pixel_type,

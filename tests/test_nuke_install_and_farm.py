@@ -186,7 +186,7 @@ def test_when_a_script_builds_and_renders_nodes_headless_then_alpha_matches_the_
         precompute.precompute([needs], 1001, 1001)
     assert "clean-plate" in mattes["BackgroundMatte"]["status"].value()
     # the nodes without an engine yet say so on the node, readably
-    for name in ("ParallaxMatte", "Sparse4KRefine"):
+    for name in ("ParallaxMatte",):
         other = nuke.createNode("Write")
         other.setInput(0, mattes[name])
         other["file"].setValue(str(tmp_path / name / "o.####.exr"))

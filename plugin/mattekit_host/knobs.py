@@ -65,6 +65,7 @@ WORKER_READABLE = (".exr", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 JOB_INPUT_FIELDS: Dict[str, Dict[str, str]] = {
     "background-matte": {"CleanPlate": "clean_plate", "Mask": "mask"},
     "video-matte": {"Mask": "mask"},
+    "sparse-4k-refine": {"Coarse": "coarse", "Mask": "mask"},
 }
 #: VideoMatte's key frames of the Mask input: empty = the first frame of the Frame range
 #: (the project's when empty), "all" = every frame, else a list such as "1001, 1050".
@@ -143,7 +144,14 @@ NODE_TYPES: Dict[str, NodeType] = {t.gizmo: t for t in (
     NodeType("Sparse4KRefine", "sparse-4k-refine", ("Plate", "Coarse", "Mask"),
              (DEFAULT_ENGINE,),
              (ParamKnob("coarse_size", "int", 512, 64),
-              ParamKnob("band_width", "int", 16, 1))),
+              ParamKnob("low_threshold", "float", 0.02, 0.0),
+              ParamKnob("high_threshold", "float", 0.98, 0.0),
+              ParamKnob("band_width", "int", 16, 0),
+              ParamKnob("feather", "int", 8, 0),
+              ParamKnob("radius", "int", 16, 1),
+              ParamKnob("clip_length", "int", 4, 1),
+              ParamKnob(WARMUP, "int", -1, -1)),
+             temporal=True),
 )}
 WORKER_NODES = {t.worker_node: t for t in NODE_TYPES.values()}
 
