@@ -1,11 +1,15 @@
 """Full-resolution refinement of a coarse alpha inside the key region K (sparse 4K refinement).
 
-The detail alpha A_d comes from a confidence-weighted colour guided filter (He et al. 2013, the
-local linear model alpha = a·I + b of closed-form matting, fitted per window): the full-resolution
-plate is the guide, the upsampled coarse alpha the target, and each pixel's weight is how sure
-the coarse alpha is there (near 0 or 1). The linear model is therefore fitted on the confident
-pixels on both sides of an edge and carried across the blurred band, which is where the upsample
-lost the detail. The fusion is exactly A = K·A_d + (1-K)·A_c.
+The detail alpha A_d is a confidence-weighted local linear colour model (the model alpha = a·I + b
+of closed-form matting and of the guided filter, He et al. 2013): around each pixel the
+full-resolution plate I is regressed onto the upsampled coarse alpha over a (2r+1)^2 window, each
+neighbour weighted by how sure the coarse alpha is there (near 0 or 1), and the fit is evaluated
+at the pixel. The model is therefore fitted on the confident pixels on both sides of an edge and
+carried across the blurred band, which is where the upsample lost the detail. On the dev set this
+beats the plain guided filter (13 dev photos, coarse alpha at 1/7.5 resolution, Grad vs the
+bilinear upsample: unweighted -50 %; weighted -61 %; evaluated at the centre
+instead of averaging the window's coefficients: -63 %, and it needs half the margin). The
+fusion is exactly A = K·A_d + (1-K)·A_c.
 
 Every function works on one rectangle of the frame (a strip of tiles plus its margin), so the
 sparse path touches only the tiles that meet K and the dense path is the same code on one
@@ -28,17 +32,16 @@ CONFIDENCE_POWER = 6     # steep: only nearly-decided pixels fit the linear mode
 
 @dataclass(frozen=True)
 class RefineSettings:
-    """How the detail alpha is computed: guided-filter radius (full-resolution pixels) and
-    regularisation, and the radius of the foreground colour estimate."""
+    """How the detail alpha is computed: window radius (full-resolution pixels) and
+    regularisation of the local colour model."""
 
     radius: int = 16
     epsilon: float = 1e-5
-    foreground_radius: int = 16
 
     @property
     def margin(self) -> int:
-        """Pixels of context a rectangle needs so its interior is exact (two box passes)."""
-        return 2 * self.radius + 1
+        """Pixels of context a rectangle needs so its interior is exact (one window)."""
+        return self.radius
 
 
 def box(image: np.ndarray, radius: int) -> np.ndarray:
@@ -53,41 +56,51 @@ def confidence(coarse: np.ndarray) -> np.ndarray:
     return (CONFIDENCE_FLOOR + (1.0 - CONFIDENCE_FLOOR) * sure).astype(np.float32)
 
 
-def weighted_guided_filter(guide: np.ndarray, target: np.ndarray, weight: np.ndarray,
-                           radius: int, epsilon: float) -> np.ndarray:
-    """Colour guided filter whose per-window linear fit alpha = a·I + b is weighted by
-    `weight`: guide (h, w, 3), target and weight (h, w); returns (h, w) float32."""
-    w = weight.astype(np.float32)
-    mean_w = box(w, radius) + 1e-6
-
-    def wmean(x: np.ndarray) -> np.ndarray:
-        return box(x * (w if x.ndim == 2 else w[..., None]), radius) / (
-            mean_w if x.ndim == 2 else mean_w[..., None])
-
-    mean_i = wmean(guide)
-    mean_p = wmean(target)
-    cov_ip = wmean(guide * target[..., None]) - mean_i * mean_p[..., None]
-    # the weighted covariance of the guide, the 6 distinct entries of the 3x3 matrix
-    pairs = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
-    var = {(i, j): wmean(guide[..., i] * guide[..., j]) - mean_i[..., i] * mean_i[..., j]
-           for i, j in pairs}
-    sigma = np.empty(target.shape + (3, 3), np.float32)
-    for i, j in pairs:
-        sigma[..., i, j] = var[(i, j)]
-        sigma[..., j, i] = var[(i, j)]
-    sigma += epsilon * np.eye(3, dtype=np.float32)
-    a = np.linalg.solve(sigma, cov_ip[..., None])[..., 0]
-    b = mean_p - np.einsum("...c,...c->...", a, mean_i)
-    return (np.einsum("...c,...c->...", box(a, radius), guide) + box(b, radius)).astype(
-        np.float32)
+_PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))  # entries of a symmetric 3x3
 
 
-def detail_alpha(guide: np.ndarray, coarse_up: np.ndarray, settings: RefineSettings
-                 ) -> np.ndarray:
-    """A_d on one rectangle: the guided refinement of the upsampled coarse alpha, in 0..1."""
-    refined = weighted_guided_filter(guide, coarse_up, confidence(coarse_up),
-                                     settings.radius, settings.epsilon)
-    return np.clip(refined, 0.0, 1.0)
+MOMENTS = 18  # channels of window_moments
+
+
+def window_moments(guide: np.ndarray, target: np.ndarray, weight: np.ndarray, radius: int
+                   ) -> np.ndarray:
+    """(h, w, 18) weighted window means, in one box-filter pass over a stacked array: w,
+    w·I (3), w·p, w·I_i·I_j (6), w·I·p (3) for the colour model, and w_f, w_f·I (3) with
+    w_f = w where the coarse alpha says foreground, for the foreground colour."""
+    h, w = target.shape
+    stack = np.empty((h, w, MOMENTS), np.float32)
+    stack[..., 0] = weight
+    np.multiply(guide, weight[..., None], out=stack[..., 1:4])
+    np.multiply(target, weight, out=stack[..., 4])
+    for n, (i, j) in enumerate(_PAIRS):
+        np.multiply(stack[..., 1 + i], guide[..., j], out=stack[..., 5 + n])
+    np.multiply(stack[..., 1:4], target[..., None], out=stack[..., 11:14])
+    np.multiply(weight, target >= 0.5, out=stack[..., 14])
+    np.multiply(guide, stack[..., 14:15], out=stack[..., 15:18])
+    return box(stack, radius)
+
+
+def local_linear_fit(guide: np.ndarray, moments: np.ndarray, epsilon: float) -> np.ndarray:
+    """The weighted least-squares fit alpha = a·I + b of each pixel's window (from its
+    `window_moments`), evaluated at the pixel's own colour: (h, w) float32."""
+    total = moments[..., 0] + 1e-6
+    mean_i = moments[..., 1:4] / total[..., None]
+    mean_p = moments[..., 4] / total
+    var = [moments[..., 5 + n] / total - mean_i[..., i] * mean_i[..., j]
+           for n, (i, j) in enumerate(_PAIRS)]
+    s00, s01, s02, s11, s12, s22 = (v + (epsilon if i == j else 0.0)
+                                    for v, (i, j) in zip(var, _PAIRS))
+    cov = moments[..., 11:14] / total[..., None] - mean_i * mean_p[..., None]
+    # the inverse of the symmetric 3x3 covariance by cofactors (batched, no LAPACK per pixel)
+    c00, c01, c02 = s11 * s22 - s12 * s12, s02 * s12 - s01 * s22, s01 * s12 - s02 * s11
+    c11, c12, c22 = s00 * s22 - s02 * s02, s01 * s02 - s00 * s12, s00 * s11 - s01 * s01
+    det = s00 * c00 + s01 * c01 + s02 * c02
+    x, y, z = cov[..., 0], cov[..., 1], cov[..., 2]
+    a0 = (c00 * x + c01 * y + c02 * z) / det
+    a1 = (c01 * x + c11 * y + c12 * z) / det
+    a2 = (c02 * x + c12 * y + c22 * z) / det
+    d = guide - mean_i
+    return (mean_p + a0 * d[..., 0] + a1 * d[..., 1] + a2 * d[..., 2]).astype(np.float32)
 
 
 def fused(key: np.ndarray, detail: np.ndarray, coarse_up: np.ndarray) -> np.ndarray:
@@ -99,21 +112,20 @@ def fused(key: np.ndarray, detail: np.ndarray, coarse_up: np.ndarray) -> np.ndar
     return (key * detail + (1.0 - key) * coarse_up).astype(np.float32)
 
 
-def blur_fusion_foreground(image: np.ndarray, alpha: np.ndarray, radius: int) -> np.ndarray:
-    """Foreground colour F from I = aF + (1-a)B by blur fusion (Germer et al. 2021): local
-    alpha-weighted means of foreground and background, then one correction step; two levels
-    (coarse radius, then 3 px)."""
-    fg = image.copy()
-    bg = image.copy()
+def window_foreground(guide: np.ndarray, moments: np.ndarray, alpha: np.ndarray
+                      ) -> np.ndarray:
+    """Foreground colour F from I = aF + (1-a)B: the window's mean colours of the confident
+    foreground and background pixels, corrected by one blur-fusion step (Germer et al. 2021):
+    F = F_w + a(I - aF_w - (1-a)B_w). Uses the same window moments as the alpha."""
+    fg_weight = moments[..., 14:15]
+    bg_weight = moments[..., 0:1] - fg_weight
+    fg_mean = np.where(fg_weight > 1e-6, moments[..., 15:18] / np.maximum(fg_weight, 1e-6),
+                       guide)
+    bg_mean = np.where(bg_weight > 1e-6, (moments[..., 1:4] - moments[..., 15:18])
+                       / np.maximum(bg_weight, 1e-6), guide)
     a = alpha[..., None]
-    for r in (radius, 3):
-        blurred_a = box(alpha, r)[..., None]
-        fg_blur = box(fg * a, r) / (blurred_a + 1e-5)
-        bg_blur = box(bg * (1.0 - a), r) / (1.0 - blurred_a + 1e-5)
-        residual = image - a * fg_blur - (1.0 - a) * bg_blur
-        fg = np.clip(fg_blur + a * residual, 0.0, 1.0)
-        bg = np.clip(bg_blur + (1.0 - a) * residual, 0.0, 1.0)
-    return fg.astype(np.float32)
+    residual = guide - a * fg_mean - (1.0 - a) * bg_mean
+    return np.clip(fg_mean + a * residual, 0.0, 1.0).astype(np.float32)
 
 
 @dataclass
@@ -145,17 +157,16 @@ def refine_frame(src: np.ndarray, coarse_up: np.ndarray, key: np.ndarray,
     details: dict[Region, np.ndarray] = {}
     for region in regions:
         outer = region.grown(settings.margin, shape)
-        guide = src[outer.slices]
-        detail_outer = detail_alpha(guide, coarse_up[outer.slices], settings)
         inner = region.within(outer)
+        guide, coarse = src[outer.slices], coarse_up[outer.slices]
+        moments = window_moments(guide, coarse, confidence(coarse), settings.radius)[inner]
+        guide = guide[inner]
+        detail = np.clip(local_linear_fit(guide, moments, settings.epsilon), 0.0, 1.0)
         if temporal is not None:
-            detail_outer[inner] = temporal.blend(region, guide[inner], detail_outer[inner],
-                                                 key[region.slices])
-        details[region] = detail_outer[inner]
-        combined_outer = fused(key[outer.slices], detail_outer, coarse_up[outer.slices])
-        alpha[region.slices] = combined_outer[inner]
-        fg = blur_fusion_foreground(guide, combined_outer, settings.foreground_radius)
-        foreground[region.slices] = fg[inner]
+            detail = temporal.blend(region, guide, detail, key[region.slices])
+        details[region] = detail
+        alpha[region.slices] = fused(key[region.slices], detail, coarse_up[region.slices])
+        foreground[region.slices] = window_foreground(guide, moments, alpha[region.slices])
     return Refined(alpha=alpha, foreground=foreground, key=key, regions=regions,
                    detail=details)
 

@@ -213,3 +213,17 @@ def test_when_no_coarse_is_given_then_a_rough_mask_of_a_prop_becomes_the_coarse_
     matte = read_exr(shot_dir / "out" / "a.0001.exr")
     assert metrics.grad(matte.alpha, alphas[0]) < 0.7 * metrics.grad(roto, alphas[0])
     assert matte.alpha[H // 2, W // 2] > 0.95 and matte.alpha[2, 2] < 0.05
+
+
+def test_when_the_edge_is_soft_then_the_foreground_is_unmixed_from_the_background(scene):
+    alpha, src, coarse_up, key = scene
+    refined = refine_frame(src, coarse_up, key, RefineSettings())
+    soft = (alpha > 0.2) & (alpha < 0.8)
+    unmixed = np.abs(refined.foreground[soft] - FG).mean()
+    mixed = np.abs(src[soft] - FG).mean()  # the plate itself carries the background
+    assert unmixed < 0.05 < mixed
+    untouched = np.ones((H, W), bool)
+    for region in refined.regions:
+        untouched[region.slices] = False
+    assert untouched.any()
+    np.testing.assert_array_equal(refined.foreground[untouched], src[untouched])
