@@ -15,6 +15,8 @@ Architectures, by name (a registry the tests loop over)::
                  enters as extra input channels (inference/models/bgvitmatte)
     oavm         OAVM, object-aware video matting: MobileNetV3-style encoder, memory of the first
                  and the previous frame, object queries, OGCR (inference/models/oavm)
+    umatting     μMatting: coarse predictor, key region K, sparse 3D convolutional refiner over
+                 (T, H, W) with TSCM gating, A = K·A_d + (1-K)·A_c (inference/models/umatting)
 
 Every network follows one calling convention (RobustVideoMatting's)::
 
@@ -37,6 +39,7 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "cinematte": ("mattekit.inference.models.cinematte", "CineMatte"),
     "bgvitmatte": ("mattekit.inference.models.bgvitmatte", "BgViTMatte"),
     "oavm": ("mattekit.inference.models.oavm", "OAVM"),
+    "umatting": ("mattekit.inference.models.umatting", "UMatting"),
 }
 
 
