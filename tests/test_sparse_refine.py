@@ -201,6 +201,7 @@ def test_when_the_coarse_alpha_has_another_aspect_then_the_error_names_file_and_
                   "--frames", "1") == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"{wrong}, frame 1: is 20x20 but the plate is {W}x{H}" in line
+    assert not (shot_dir / "out").exists() or not any((shot_dir / "out").iterdir())
 
 
 def test_when_no_coarse_is_given_then_a_rough_mask_of_a_prop_becomes_the_coarse_alpha(shot):
@@ -227,3 +228,42 @@ def test_when_the_edge_is_soft_then_the_foreground_is_unmixed_from_the_backgroun
         untouched[region.slices] = False
     assert untouched.any()
     np.testing.assert_array_equal(refined.foreground[untouched], src[untouched])
+
+
+def test_when_a_mid_shot_frame_is_rendered_alone_or_resumed_then_it_equals_the_sequential_one(
+        shot):
+    """warmup_frames=-1 replays the clip from the shot's first frame; a render after a cached
+    one resumes from the clip memory stored beside the last cached frame."""
+    shot_dir, _ = shot
+    coarse = ["--coarse", str(shot_dir / "coarse" / "c.####.exr")]
+    assert render(shot_dir, *coarse) == 0
+
+    def render_frames(frames: str, out: str, cache: str) -> Path:
+        assert main(["render", "sparse-4k-refine", "--plate", str(shot_dir / "plate.####.exr"),
+                     *coarse, "--frames", frames, "--out", str(shot_dir / out / "a.####.exr"),
+                     "--colorspace", "ACEScg", "--cache-dir", str(shot_dir / cache),
+                     "--quiet"]) == 0
+        return shot_dir / out / "a.0003.exr"
+
+    alone = read_exr(render_frames("3", "alone", "fresh-cache"))
+    render_frames("1-2", "first", "resume-cache")
+    resumed = read_exr(render_frames("3", "resumed", "resume-cache"))
+    sequential = read_exr(shot_dir / "out" / "a.0003.exr")
+    assert float((sequential.layers["keyregion.Y"] > 0).mean()) > 0.05
+    for other in (alone, resumed):
+        np.testing.assert_array_equal(other.alpha, sequential.alpha)
+        np.testing.assert_array_equal(other.rgb, sequential.rgb)
+    coarse += ["--param", "clip_length=1"]  # no clip memory: frame 3 is not the same
+    assert not np.array_equal(read_exr(render_frames("3", "no-clip", "x-cache")).alpha,
+                              sequential.alpha)
+
+
+def test_when_coarse_is_given_to_another_node_then_the_cli_says_it_is_not_its_input(
+        shot, capsys):
+    shot_dir, _ = shot
+    code = main(["render", "video-matte", "--plate", str(shot_dir / "plate.####.exr"),
+                 "--coarse", str(shot_dir / "coarse" / "c.####.exr"), "--quiet",
+                 "--cache-dir", str(shot_dir / "cache")])
+    assert code == 1
+    assert capsys.readouterr().err.strip().endswith(
+        "--coarse is not an input of video-matte (engine 'rvm-guided')")
