@@ -58,6 +58,7 @@ def test_when_listing_models_then_rvm_is_installed_and_unbuilt_nodes_have_none(c
     assert reply["nodes"]["video-matte"] == "rvm-guided"
     assert reply["nodes"]["background-matte"] == "cleanplate"
     assert reply["nodes"]["parallax-matte"] is None
+    assert reply["nodes"]["sparse-4k-refine"] == "sparse-refine"
 
 
 def test_when_processing_a_sequence_then_frames_stream_in_order_then_done_and_a_rerun_hits(
@@ -195,6 +196,7 @@ def test_when_the_node_has_no_engine_yet_then_not_implemented(client, tmp_path):
     ({"node": NODE, "plate": "/x/p.####.exr", "params": []}, "params"),
     ({"node": NODE, "plate": "/x/p.####.exr", "io_threads": True}, "io_threads"),
     ({"node": NODE, "plate": "/x/p.####.exr", "device": "tpu"}, "device"),
+    ({"node": "sparse-4k-refine", "plate": "/x/p.####.exr", "coarse": "rel/c.exr"}, "coarse"),
 ])
 def test_when_a_job_field_is_wrong_then_bad_request_names_it(client, job, field):
     events = client.process(job)
