@@ -68,7 +68,7 @@ def tiny_example(size: int = SIZE):
 
 
 def test_when_the_registry_is_listed_then_it_holds_both_background_matte_architectures():
-    assert set(ARCHITECTURES) == {"cinematte", "bgvitmatte", "oavm"}  # oavm: video-matte
+    assert set(ARCHITECTURES) == {"cinematte", "bgvitmatte", "oavm", "umatting"}  # + video, 4K
     assert isinstance(tiny("cinematte"), CineMatte)
     assert isinstance(tiny("bgvitmatte"), BgViTMatte)
 
