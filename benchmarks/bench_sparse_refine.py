@@ -191,6 +191,9 @@ def clip_dtssd(frames: int) -> dict[str, float]:
         context.next_frame()
         gts.append(gt)
         coarse_ups.append(coarse_up)
+        if t == 0:
+            size = sum(a.nbytes for a in context.state().values()) / 1024**2
+            print(f"clip memory the render cache keeps per 4K frame: {size:.1f} MiB")
     return {name: metrics.DTSSD_SCALE * metrics.dtssd(preds, gts)
             for name, preds in (("coarse", coarse_ups), ("refined, no context", alone),
                                 ("refined, 4-frame clips", steadied))}

@@ -212,44 +212,51 @@ class TemporalContext:
     def blend(self, region: Region, guide: np.ndarray, detail: np.ndarray, key: np.ndarray
               ) -> np.ndarray:
         """The detail alpha of `region` (a strip of whole tiles) with the clip's earlier frames
-        averaged in where the context holds; remembers this frame's tiles for the next one."""
+        averaged in where the context holds; remembers this frame's tiles for the next one
+        (the plate as float16, K as in/out, the count as uint8: half the bytes of float32)."""
         out = detail.copy()
         row = region.y0 // self.tile
         for x in range(0, region.x1 - region.x0, self.tile):
             cols = slice(x, x + self.tile)
             index = (row, (region.x0 + x) // self.tile)
-            g, d, k = guide[:, cols], detail[:, cols], key[:, cols]
-            count = np.ones(d.shape, np.float32)
+            g, d, k = guide[:, cols].astype(np.float16), detail[:, cols], key[:, cols] > 0
+            count = np.ones(d.shape, np.uint8)
             memory = self.previous.get(index)
             if memory is not None and memory[0].shape == g.shape:
                 prev_guide, prev_detail, prev_key, prev_count = memory
-                same = np.max(np.abs(g - prev_guide), axis=-1) < self.tolerance
-                context = same & (prev_key > 0) & (k > 0)
-                count = np.where(context, prev_count + 1.0, 1.0).astype(np.float32)
+                change = np.abs(g.astype(np.float32) - prev_guide.astype(np.float32))
+                context = (np.max(change, axis=-1) < self.tolerance) & prev_key & k
+                count = np.where(context, prev_count + 1, 1).astype(np.uint8)
                 d = np.where(context, prev_detail + (d - prev_detail) / count, d)
                 out[:, cols] = d
-            self.current[index] = (g.copy(), d.astype(np.float32), k.copy(), count)
+            self.current[index] = (g, d.astype(np.float32), k, count)
         return out
 
     def state(self) -> dict[str, np.ndarray]:
         """The memory for the next frame, as plain arrays (the render cache stores it beside
-        each frame); call after `next_frame`."""
-        state = {"position": np.array(self.position, np.int64)}
-        for n, (index, (g, d, k, c)) in enumerate(sorted(self.previous.items())):
-            state[f"tile{n}"] = np.array(index, np.int64)
-            state[f"tile{n}_guide"], state[f"tile{n}_detail"] = g, d
-            state[f"tile{n}_key"], state[f"tile{n}_count"] = k, c
+        each frame): the tiles stacked, padded to the tile size; call after `next_frame`."""
+        items = sorted(self.previous.items())
+        t = self.tile
+        state: dict[str, np.ndarray] = {
+            "position": np.array(self.position, np.int64),
+            "tiles": np.array([index for index, _ in items], np.int64).reshape(-1, 2),
+            "shapes": np.array([m[1].shape for _, m in items], np.int64).reshape(-1, 2),
+            "guide": np.zeros((len(items), t, t, 3), np.float16),
+            "detail": np.zeros((len(items), t, t), np.float32),
+            "key": np.zeros((len(items), t, t), bool),
+            "count": np.zeros((len(items), t, t), np.uint8)}
+        for n, (_, memory) in enumerate(items):
+            h, w = memory[1].shape
+            for name, part in zip(("guide", "detail", "key", "count"), memory):
+                state[name][n, :h, :w] = part
         return state
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         """Resume after the frame whose `state()` this is."""
         self.position = int(state["position"])
         self.previous = {}
-        n = 0
-        while f"tile{n}" in state:
-            index = tuple(int(v) for v in state[f"tile{n}"])
-            self.previous[(index[0], index[1])] = tuple(
-                np.asarray(state[f"tile{n}_{part}"], np.float32)
-                for part in ("guide", "detail", "key", "count"))
-            n += 1
+        for n, (index, shape) in enumerate(zip(state["tiles"], state["shapes"])):
+            h, w = int(shape[0]), int(shape[1])
+            self.previous[(int(index[0]), int(index[1]))] = tuple(
+                np.array(state[name][n, :h, :w]) for name in ("guide", "detail", "key", "count"))
         self.current = {}

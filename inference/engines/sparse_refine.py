@@ -23,7 +23,7 @@ from mattekit.inference.errors import EngineError
 from mattekit.inference.keyregion import feathered_key
 from mattekit.inference.sparse_refine import RefineSettings, TemporalContext, refine_frame
 
-ENGINE_VERSION = "sparse-refine-1"  # bump when a change alters the output (invalidates caches)
+ENGINE_VERSION = "sparse-refine-2"  # bump when a change alters the output (invalidates caches)
 KEY_LAYER = "keyregion.Y"
 TEMPORAL_PREFIX = "clip_"
 MASK_COVERAGE = 0.5  # share of a Mask's area RVM must find for its alpha to be the coarse one
@@ -70,7 +70,7 @@ class SparseRefineEngine:
         self.band_width = _number(params, "band_width", 0.0)
         self.feather = min(_number(params, "feather", 0.0), self.band_width)
         self.settings = RefineSettings(radius=int(_number(params, "radius", 1)))
-        self.temporal_context = TemporalContext(int(_number(params, "clip_length", 1)))
+        self.temporal_context = TemporalContext(int(_number(params, "clip_length", 1, 255)))
         rvm_params = {"downsample_target": self.coarse_size, "cut_threshold": 0.25}
         self.rvm = RvmEngine(spec, model, model_file, device, rvm_params)
         self.model_hash = self.rvm.model_hash
