@@ -23,7 +23,6 @@ from typing import Mapping, Optional
 import cv2
 import numpy as np
 
-from mattekit.inference.cleanplate import resized_to
 from mattekit.inference.keyregion import TILE, Region, active_tiles, tile_strips
 
 CONFIDENCE_FLOOR = 0.05  # weight of a pixel whose coarse alpha is 0.5 (the guess is kept weakly)
@@ -169,14 +168,6 @@ def refine_frame(src: np.ndarray, coarse_up: np.ndarray, key: np.ndarray,
         foreground[region.slices] = window_foreground(guide, moments, alpha[region.slices])
     return Refined(alpha=alpha, foreground=foreground, key=key, regions=regions,
                    detail=details)
-
-
-def refine(src: np.ndarray, coarse: np.ndarray, key_coarse: np.ndarray,
-           settings: RefineSettings, dense: bool = False) -> Refined:
-    """Upsample the coarse alpha and K to the frame, then refine (see `refine_frame`)."""
-    shape = (src.shape[0], src.shape[1])
-    return refine_frame(src, resized_to(coarse, shape), resized_to(key_coarse, shape), settings,
-                        dense=dense)
 
 
 Memory = dict[tuple[int, int], tuple[np.ndarray, ...]]
