@@ -3,6 +3,7 @@
     mattekit render video-matte --plate plate.####.exr --frames 1001-1020 --out matte.####.exr
     mattekit render video-matte --plate plate.####.exr --mask roto.####.exr --out matte.####.exr
     mattekit render parallax-matte --plate plate.####.exr --reference-offset 2 --out matte.####.exr
+    mattekit render sparse-4k-refine --plate plate.####.exr --coarse rough.####.exr --out a.####.exr
     mattekit demo
     mattekit models
     mattekit cache ls | gc | clear
@@ -71,6 +72,10 @@ def _parsed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     second_view.add_argument("--reference-offset", type=int, metavar="N",
                              help="parallax-matte: use the plate N frames away as the second "
                                   "view (default 2; -N where +N is past the end of the shot)")
+    render.add_argument("--coarse", help="sparse-4k-refine: a coarse alpha from any node (its "
+                                         "alpha, else its first channel), a still or a "
+                                         "sequence, any resolution of the plate's aspect "
+                                         "(default: RVM at coarse_size)")
     render.add_argument("--frames", help="frame range: 1001-1100, 1001-1100x2, 1,5,9-12 "
                                          "(default: every frame on disk)")
     render.add_argument("--out", help="output EXR file or sequence (default: results stay in "
@@ -156,6 +161,7 @@ def _render(args: argparse.Namespace) -> int:
         params["reference_offset"] = args.reference_offset
     job = RenderJob(node=args.node, plate=args.plate, out=args.out, frames=args.frames,
                     clean_plate=args.clean_plate, mask=args.mask, reference=args.reference,
+                    coarse=args.coarse,
                     engine=args.engine, colorspace=args.colorspace,
                     ocio_config=args.ocio_config, device=args.device, params=params,
                     compression=args.compression, pixel_type=args.pixel_type,

@@ -78,6 +78,7 @@ class RenderJob:
     clean_plate: Optional[str] = None
     mask: Optional[str] = None
     reference: Optional[str] = None   # parallax-matte's second view (else the plate offset)
+    coarse: Optional[str] = None
     frames: Optional[str] = None
     engine: Optional[str] = None
     colorspace: Optional[str] = None
@@ -170,13 +171,20 @@ def matched_size(image: np.ndarray, shape: tuple[int, int], path: Path, frame: i
     h, w = image.shape[:2]
     if (h, w) == (height, width):
         return image
-    if abs((w / h) / (width / height) - 1.0) > 0.01:
-        raise InputError(f"is {w}x{h} but the plate is {width}x{height} (a different aspect "
-                         "ratio): reformat it to the plate's format first", path, frame)
+    check_aspect(image, shape, path, frame)
     warnings.warn(f"{path}, frame {frame}: {w}x{h} resampled to the plate's {width}x{height}",
                   InputWarning, stacklevel=2)
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if w > width
                       else cv2.INTER_LINEAR)
+
+
+def check_aspect(image: np.ndarray, shape: tuple[int, int], path: Path, frame: int) -> None:
+    """InputError naming file and frame when `image` has another aspect ratio than the plate
+    (more than 1 % off): resampling it would distort it."""
+    (height, width), (h, w) = shape, image.shape[:2]
+    if abs((w / h) / (width / height) - 1.0) > 0.01:
+        raise InputError(f"is {w}x{h} but the plate is {width}x{height} (a different aspect "
+                         "ratio): reformat it to the plate's format first", path, frame)
 
 
 def mask_of(image: ExrImage, path: Path, frame: int) -> np.ndarray:
@@ -267,7 +275,7 @@ class _Renderer:
         """The engine's other inputs the job names (clean plate, mask), checked against the
         engine: a required one missing or one the engine does not take is an error."""
         given = {"clean_plate": self.job.clean_plate, "mask": self.job.mask,
-                 "reference": self.job.reference}
+                 "reference": self.job.reference, "coarse": self.job.coarse}
         named: dict[str, str] = {}
         for name, pattern_text in given.items():
             flag = "--" + name.replace("_", "-")
@@ -458,6 +466,13 @@ class _Renderer:
             if "mask" in self.key_paths:
                 check_key_mask(mask, mask_path, frame_number)
             inputs["mask"] = matched_size(mask, shape, mask_path, frame_number)
+        coarse_path = self.extra_paths.get("coarse", [None] * len(self.frames))[index]
+        if coarse_path is not None:
+            # a coarse alpha keeps its own resolution (the engine upsamples it): aspect checked
+            coarse = mask_of(read_image(coarse_path, self.frames[index]), coarse_path,
+                             self.frames[index])
+            check_aspect(coarse, shape, coarse_path, self.frames[index])
+            inputs["coarse"] = coarse
         return _Decoded(image=image, engine_src=engine_src, inputs=inputs)
 
     def encode(self, index: int, decoded: _Decoded, result: Any,

@@ -180,3 +180,25 @@ def test_when_a_gizmo_is_parsed_then_it_has_a_submit_to_farm_button(gizmo):
     assert button["type"] == "PyScript" and button.get("t", "").strip()
     assert "farm.submit_node(nuke.thisNode())" in button["T"]
     compile(button["T"], knobs.SUBMIT_FARM, "exec")
+
+
+def test_when_sparse4krefine_is_parsed_then_band_knobs_coarse_input_and_keyregion_are_exposed():
+    kind = knobs.NODE_TYPES["Sparse4KRefine"]
+    nodes = parse(GIZMOS / "Sparse4KRefine.gizmo")
+    settings = nodes[0][1]
+    declared = user_knobs(settings)
+    names = list(declared)
+    quality = names[names.index("quality") + 1:names.index("colour")]
+    for name in ("low_threshold", "high_threshold", "band_width", "feather"):
+        assert name in quality, f"{name} is not on the Quality tab"
+    assert declared["low_threshold"]["type"] == declared["high_threshold"]["type"] == "Double"
+    params = knobs.params_from_knobs("Sparse4KRefine", {"low_threshold": 0.1,
+                                                        "band_width": 24})
+    assert params["low_threshold"] == 0.1 and params["band_width"] == 24
+    assert params["high_threshold"] == 0.98
+    # the Coarse input goes to the job's `coarse` field; the worker's results carry keyregion.Y
+    assert knobs.JOB_INPUT_FIELDS[kind.worker_node]["Coarse"] == "coarse"
+    assert "keyregion.Y" in dict(settings)["help"]
+    assert "keyregion.Y" in declared["keyregion_note"]["t"]
+    result = next(dict(s) for cls, s in nodes if cls == "Read")
+    assert "channels" not in result  # the Read passes every layer of the EXR, keyregion.Y too

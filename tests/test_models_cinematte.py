@@ -68,8 +68,8 @@ def tiny_example(size: int = SIZE):
 
 
 def test_when_the_registry_is_listed_then_it_holds_both_background_matte_architectures():
-    # oavm: video-matte; parallaxnet: parallax-matte
-    assert set(ARCHITECTURES) == {"cinematte", "bgvitmatte", "oavm", "parallaxnet"}
+    # oavm: video-matte; parallaxnet: parallax-matte; umatting: sparse-4k-refine
+    assert set(ARCHITECTURES) == {"cinematte", "bgvitmatte", "oavm", "parallaxnet", "umatting"}
     assert isinstance(tiny("cinematte"), CineMatte)
     assert isinstance(tiny("bgvitmatte"), BgViTMatte)
 

@@ -185,11 +185,3 @@ def test_when_a_script_builds_and_renders_nodes_headless_then_alpha_matches_the_
     with pytest.raises(precompute.PrecomputeError, match="clean-plate"):
         precompute.precompute([needs], 1001, 1001)
     assert "clean-plate" in mattes["BackgroundMatte"]["status"].value()
-    # the nodes without an engine yet say so on the node, readably
-    for name in ("Sparse4KRefine",):
-        other = nuke.createNode("Write")
-        other.setInput(0, mattes[name])
-        other["file"].setValue(str(tmp_path / name / "o.####.exr"))
-        with pytest.raises(precompute.PrecomputeError, match="not implemented"):
-            precompute.precompute([other], 1001, 1001)
-        assert "not implemented" in mattes[name]["status"].value()

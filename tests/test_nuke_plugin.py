@@ -454,22 +454,6 @@ def test_when_video_matte_has_a_mask_then_the_worker_gets_its_key_frame_and_the_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["Sparse4KRefine"])
-def test_when_a_node_has_no_engine_yet_then_its_status_says_not_implemented(
-        fake, worker_env, tmp_path, kind):
-    nuke.GUI = True
-    nuke.frame(1)
-    matte = nuke.createNode(kind)
-    matte.setInput(0, read_node(write_plate(tmp_path / "plate", count=1), 1, 1))
-    wait_background([nodes.process_frame(matte)])
-    status = matte["status"].value()
-    assert status.startswith("error (not_implemented): frames 1:"), status
-    assert any(line.startswith(f"mattekit: {kind}1: frames 1: not_implemented:")
-               for line in nuke.tprinted)
-    assert matte.node("Result")["file"].value() == ""
-
-
-@pytest.mark.slow
 def test_when_background_matte_has_its_clean_plate_then_it_processes_and_without_it_says_so(
         fake, worker_env, tmp_path):
     nuke.GUI = True
@@ -493,6 +477,36 @@ def test_when_background_matte_has_its_clean_plate_then_it_processes_and_without
     result = read_exr(knobs.frame_path(pattern, 1))
     assert result.metadata["mattekit/engine"] == "cleanplate" and "confidence.Y" in result.layers
     assert float(result.alpha.max()) > 0.5 and float(result.alpha[0, 0]) < 0.05
+
+
+@pytest.mark.slow
+def test_when_sparse_refine_has_a_coarse_input_then_it_goes_to_the_job_and_keyregion_comes_back(
+        fake, worker_env, tmp_path):
+    nuke.GUI = True
+    nuke.frame(1)
+    matte = nuke.createNode("Sparse4KRefine")
+    matte.setInput(0, read_node(write_plate(tmp_path / "plate", count=1), 1, 1))
+    coarse_folder = tmp_path / "coarse"
+    coarse_folder.mkdir()
+    coarse = np.zeros((12, 16), np.float32)
+    coarse[3:9, 5:11] = 1.0
+    coarse[3:9, 5] = coarse[3:9, 10] = 0.5  # a soft edge: the key region
+    write_exr(coarse_folder / "coarse.exr", np.repeat(coarse[..., None], 3, 2), coarse)
+    coarse_read = nuke.createNode("Read")
+    coarse_read["file"].setValue(str(coarse_folder / "coarse.exr"))
+    matte.setInput(1, coarse_read)
+    matte["band_width"].setValue(4)
+    matte["feather"].setValue(2)
+    wait_background([nodes.process_frame(matte)])
+    status = matte["status"].value()
+    assert status.startswith("done: frames 1"), status
+    result = read_exr(knobs.frame_path(matte.node("Result")["file"].value(), 1))
+    assert result.metadata["mattekit/engine"] == "sparse-refine"
+    params = json.loads(result.metadata["mattekit/params"])
+    assert params["band_width"] == 4 and params["feather"] == 2
+    key = result.layers["keyregion.Y"]
+    assert float(key[24, 21]) > 0.8 and float(key[0, 0]) == 0.0  # K on the coarse edge only
+    assert float(result.alpha[24, 32]) > 0.9 and float(result.alpha[0, 0]) < 0.05
 
 
 @pytest.mark.slow

@@ -64,5 +64,9 @@ def test_when_asked_for_cuda_without_a_cuda_provider_then_the_error_says_so(monk
 def test_when_a_node_has_no_engine_yet_then_it_says_not_implemented():
     from mattekit.inference.errors import NotImplementedEngineError
 
+    shipped = registry.load_manifest()
+    unbuilt = registry.Manifest(shipped.models, shipped.engines,
+                                {**shipped.default_engines, "sparse-4k-refine": None})
     with pytest.raises(NotImplementedEngineError, match="sparse-4k-refine.*not implemented"):
-        registry.default_engine("sparse-4k-refine")
+        registry.default_engine("sparse-4k-refine", unbuilt)
+    assert all(shipped.default_engines.values())  # every node of the product has its engine

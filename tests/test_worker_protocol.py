@@ -49,7 +49,7 @@ def test_when_saying_hello_then_the_reply_names_pid_and_cache_root(worker, clien
     assert Path(client.hello_reply["cache_root"]) == worker.cache.resolve()
 
 
-def test_when_listing_models_then_rvm_is_installed_and_unbuilt_nodes_have_none(client):
+def test_when_listing_models_then_rvm_is_installed_and_every_node_has_its_engine(client):
     reply = client.request("models")
     assert reply["ok"] is True
     rvm = next(e for e in reply["engines"] if e["name"] == "rvm")
@@ -58,6 +58,7 @@ def test_when_listing_models_then_rvm_is_installed_and_unbuilt_nodes_have_none(c
     assert reply["nodes"]["video-matte"] == "rvm-guided"
     assert reply["nodes"]["background-matte"] == "cleanplate"
     assert reply["nodes"]["parallax-matte"] == "parallax"
+    assert reply["nodes"]["sparse-4k-refine"] == "sparse-refine"
 
 
 def test_when_processing_a_sequence_then_frames_stream_in_order_then_done_and_a_rerun_hits(
@@ -179,13 +180,6 @@ def test_when_a_plate_frame_is_missing_then_input_error_names_the_file_and_worke
     assert client.request("ping")["ok"] is True
 
 
-def test_when_the_node_has_no_engine_yet_then_not_implemented(client, tmp_path):
-    plate = make_plate(tmp_path / "plate", 1, seed=8)
-    events = client.process({"node": "sparse-4k-refine", "plate": plate})
-    assert events[-1]["error"]["code"] == "not_implemented"
-    assert "sparse-4k-refine" in events[-1]["error"]["message"]
-
-
 @pytest.mark.parametrize("job, field", [
     ({"node": NODE, "plate": "/x/p.####.exr", "frames": 5}, "frames"),
     ({"node": NODE, "plate": "/x/p.####.exr", "bogus": 1}, "bogus"),
@@ -195,6 +189,7 @@ def test_when_the_node_has_no_engine_yet_then_not_implemented(client, tmp_path):
     ({"node": NODE, "plate": "/x/p.####.exr", "params": []}, "params"),
     ({"node": NODE, "plate": "/x/p.####.exr", "io_threads": True}, "io_threads"),
     ({"node": NODE, "plate": "/x/p.####.exr", "device": "tpu"}, "device"),
+    ({"node": "sparse-4k-refine", "plate": "/x/p.####.exr", "coarse": "rel/c.exr"}, "coarse"),
 ])
 def test_when_a_job_field_is_wrong_then_bad_request_names_it(client, job, field):
     events = client.process(job)

@@ -17,6 +17,8 @@ Architectures, by name (a registry the tests loop over)::
                  and the previous frame, object queries, OGCR (inference/models/oavm)
     parallaxnet  Parallax Portrait Matting: weight-shared two-view ViT, decoder cross-attention
                  between the views, ViTMatte-style head (inference/models/parallax)
+    umatting     μMatting: coarse predictor, key region K, sparse 3D convolutional refiner over
+                 (T, H, W) with TSCM gating, A = K·A_d + (1-K)·A_c (inference/models/umatting)
 
 Every network follows one calling convention (RobustVideoMatting's)::
 
@@ -40,6 +42,7 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "bgvitmatte": ("mattekit.inference.models.bgvitmatte", "BgViTMatte"),
     "oavm": ("mattekit.inference.models.oavm", "OAVM"),
     "parallaxnet": ("mattekit.inference.models.parallax", "ParallaxNet"),
+    "umatting": ("mattekit.inference.models.umatting", "UMatting"),
 }
 
 

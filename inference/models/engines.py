@@ -181,7 +181,18 @@ OAVM_STATE_NAMES = ("first_key", "first_value", "prev_key", "prev_value", "prev_
                     "queries")  # the fields of models.oavm.MemoryState, in order
 
 
-class OavmEngine(CheckpointEngine):
+class RecurrentCheckpointEngine(CheckpointEngine):
+    """A temporal checkpoint engine: frames in order, its state reset at construction."""
+
+    temporal = True
+
+    def __init__(self, spec: Any, model: Any, model_file: Optional[Path], device: str,
+                 params: Mapping[str, Any]):
+        super().__init__(spec, model, model_file, device, params)
+        self.reset()
+
+
+class OavmEngine(RecurrentCheckpointEngine):
     """OAVM from a trained checkpoint: a temporal video-matte engine with explicit memory.
 
     A key mask (``inputs["mask"]``, any frame) starts a new memory of the target on its frame
@@ -193,12 +204,6 @@ class OavmEngine(CheckpointEngine):
     """
 
     architecture = "oavm"
-    temporal = True
-
-    def __init__(self, spec: Any, model: Any, model_file: Optional[Path], device: str,
-                 params: Mapping[str, Any]):
-        super().__init__(spec, model, model_file, device, params)
-        self.reset()
 
     def reset(self) -> None:
         """Forget the target and the memory (start of a shot)."""
@@ -338,3 +343,46 @@ class ParallaxNetEngine(CheckpointEngine):
         return MatteResult(alpha=alpha.astype(np.float32),
                            foreground=np.ascontiguousarray(merged["foreground"], np.float32),
                            layers={"trimap.Y": trimap})
+
+
+UMATTING_HIDDEN = "umatting_hidden"
+
+
+class UMattingEngine(RecurrentCheckpointEngine):
+    """μMatting from a trained checkpoint (sparse-4k-refine): the network runs at the frame's
+    full resolution (its coarse stage downsamples by itself), one frame per call, with TSCM's
+    recurrent state carried between frames and through ``state`` / ``load_state``. Outputs
+    alpha, foreground and the ``keyregion.Y`` layer. The 3D convolutions' temporal taps see the
+    clips a training run feeds; here each call is a one-frame clip."""
+
+    architecture = "umatting"
+
+    def reset(self) -> None:
+        self._hidden: Any = None
+
+    def discontinuity(self) -> None:
+        self.reset()
+
+    def state(self) -> dict[str, np.ndarray]:
+        if self._hidden is None:
+            return {}
+        return {UMATTING_HIDDEN: self._hidden.float().cpu().numpy()}
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        import torch
+
+        hidden = state.get(UMATTING_HIDDEN)
+        self._hidden = (None if hidden is None
+                        else torch.from_numpy(np.asarray(hidden, np.float32)).to(self.device))
+
+    def process(self, src: np.ndarray, inputs: Optional[Mapping[str, np.ndarray]] = None
+                ) -> MatteResult:
+        """Matte one frame in order (inputs are not used by the network)."""
+        import torch
+
+        with torch.inference_mode():
+            out = self.network(self._tensor(src[..., :3]), self._hidden)
+        self._hidden = out.hidden
+        result = self._result(out.foreground, out.alpha, src.shape[:2])
+        result.layers["keyregion.Y"] = out.key[0, 0].float().cpu().numpy()
+        return result

@@ -49,6 +49,7 @@ JOB_FIELDS: Mapping[str, tuple[type, ...]] = {
     "clean_plate": _OPTIONAL_TEXT,
     "mask": _OPTIONAL_TEXT,
     "reference": _OPTIONAL_TEXT,
+    "coarse": _OPTIONAL_TEXT,
     "frames": _OPTIONAL_TEXT,
     "engine": _OPTIONAL_TEXT,
     "colorspace": _OPTIONAL_TEXT,
@@ -153,7 +154,7 @@ def job_from_message(job: Any, cache_root: Path, default_device: str) -> RenderJ
             raise ProtocolError(BAD_REQUEST, f"job field '{required}' is required")
     for name, value in job.items():
         _check_type(name, value)
-    for name in ("plate", "out", "clean_plate", "mask", "reference", "ocio_config"):
+    for name in ("plate", "out", "clean_plate", "mask", "reference", "coarse", "ocio_config"):
         value = job.get(name)
         if not value:
             if name == "plate":

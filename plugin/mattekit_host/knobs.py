@@ -67,6 +67,7 @@ JOB_INPUT_FIELDS: Dict[str, Dict[str, str]] = {
     "background-matte": {"CleanPlate": "clean_plate", "Mask": "mask"},
     "video-matte": {"Mask": "mask"},
     "parallax-matte": {"Reference": "reference", "Mask": "mask"},
+    "sparse-4k-refine": {"Coarse": "coarse", "Mask": "mask"},
 }
 #: The node whose plate also serves as its own second view, ``reference_offset`` frames away,
 #: when its Reference input is not connected (the internal Write renders those frames too).
@@ -151,7 +152,14 @@ NODE_TYPES: Dict[str, NodeType] = {t.gizmo: t for t in (
     NodeType("Sparse4KRefine", "sparse-4k-refine", ("Plate", "Coarse", "Mask"),
              (DEFAULT_ENGINE,),
              (ParamKnob("coarse_size", "int", 512, 64),
-              ParamKnob("band_width", "int", 16, 1))),
+              ParamKnob("low_threshold", "float", 0.02, 0.0),
+              ParamKnob("high_threshold", "float", 0.98, 0.0),
+              ParamKnob("band_width", "int", 16, 0),
+              ParamKnob("feather", "int", 8, 0),
+              ParamKnob("radius", "int", 16, 1),
+              ParamKnob("clip_length", "int", 4, 1),
+              ParamKnob(WARMUP, "int", -1, -1)),
+             temporal=True),
 )}
 WORKER_NODES = {t.worker_node: t for t in NODE_TYPES.values()}
 
