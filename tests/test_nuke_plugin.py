@@ -213,11 +213,13 @@ def test_when_the_plate_is_a_plain_read_then_the_worker_reads_its_files_in_its_c
 def test_when_the_plate_is_not_a_read_then_the_internal_write_renders_it_in_working_space():
     plan = knobs.build_job(state(kind="Sparse4KRefine", connected=("Plate", "Mask"),
                                  working_space="ACES - ACEScg"), "/cache", 1, 3)
-    assert plan.writes == [("Write_Plate", f"{plan.work}/inputs/Plate.####.exr")]
-    assert plan.job["plate"] == plan.writes[0][1]
+    plate = f"{plan.work}/inputs/Plate.####.exr"
+    assert sorted(plan.writes) == [("Write_Mask", f"{plan.work}/inputs/Mask.####.exr"),
+                                   ("Write_Plate", plate)]
+    assert plan.job["plate"] == plate and plan.job["mask"] == plan.writes[0][1]
     assert plan.job["colorspace"] == "ACES - ACEScg" and plan.job["engine"] is None
     assert plan.result_colorspace is None  # the result is read raw, like the input was written
-    assert any("Mask input is not used by this node's engine yet" in w for w in plan.warnings)
+    assert plan.warnings == []  # every input of every node reaches its engine now
 
 
 def test_when_video_matte_has_a_mask_then_it_goes_to_the_job_on_its_key_frames_only():
