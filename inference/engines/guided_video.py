@@ -33,11 +33,11 @@ from typing import Any, Mapping, Optional
 import cv2
 import numpy as np
 
-from mattekit.inference import flicker, guidance, motion
+from mattekit.inference import flicker, guidance, motion, target_fill
 from mattekit.inference.engines.rvm import MatteResult, RvmEngine, is_scene_cut, scene_thumbnail
 from mattekit.inference.errors import EngineError
 
-ENGINE_VERSION = "rvm-guided-1"  # bump when a change alters this engine's output
+ENGINE_VERSION = "rvm-guided-2"  # bump when a change alters this engine's output
 GUIDE_SIZE = 384        # long side, in pixels, of the guidance masks and the optical flow
 GUIDE_MARGIN = 0.02     # tolerance of the guide and the components' reach, x the diagonal
 VIEW_CONTEXT = 0.08     # how much of the surroundings the focused view shows, x the diagonal
@@ -46,6 +46,9 @@ MAX_RADIUS = 0.25       # largest dilation of the previous mask, x the diagonal
 RELOCATE_RADIUS = 0.15  # dilation of the last known target after a jump in time, x the diagonal
 LOST_FRACTION = 0.1     # the target counts as lost below this fraction of its key-mask area
 MEMORY_SLOTS = 4        # key-mask appearances remembered: the first and the latest ones
+KEY_TOLERANCE = 0.03    # how far a key mask's outline may be off the target's, x the diagonal
+TRUST_COVERAGE = 0.9    # the prior sees this much of the target's core: its matte stands
+PRIOR_WEIGHT = 0.1      # weight of the prior's alpha against the image in the target fill
 STATE_PREFIX = "guide_"
 FOCUS_PREFIX = "focus_"
 
@@ -221,21 +224,27 @@ class GuidedVideoEngine:
         diagonal = float(np.hypot(*shape))
         margin = GUIDE_MARGIN * diagonal
         if key is not None:
-            guide = self._key_guide(small, key, margin)
+            key_small = self._key_shape(key, shape)
+            guide = guidance.dilated(key_small, margin)
             reference: Optional[np.ndarray] = guide
+            trimap: Optional[target_fill.Trimap] = target_fill.shape_trimap(
+                key_small, KEY_TOLERANCE * diagonal)
         else:
             guide = self._motion_guide(flow, margin, diagonal, shape)
             reference = g.target if g.tracking else None
+            trimap = self._carried_trimap(small, flow, margin)
         result, prior_small = self._prior(src, guide, reference, shape, diagonal, margin)
         parts = guidance.split_components(prior_small, guide)
-        if key is not None:
-            self._remember_key(small, guide, parts, prior_small)
+        if key is not None and trimap is not None:
+            self._remember_key(small, guide, parts, prior_small, trimap.fg)
         else:
             parts = self._recovered(small, parts)
         zone = guidance.territory(parts.kept, parts.rejected, reach=margin)
         keep = cv2.resize(zone.astype(np.float32), (width, height),
                           interpolation=cv2.INTER_LINEAR)
         alpha = (result.alpha * keep).astype(np.float32)
+        if trimap is not None:
+            alpha = self._filled(small, alpha, trimap)
         if flow is not None and g.alpha is not None and g.alpha.shape == alpha.shape:
             alpha = self._steadied(alpha, flow)
         self._remember_frame(alpha, parts, grey, shape)
@@ -267,19 +276,54 @@ class GuidedVideoEngine:
         self.focused = bool(chosen)
         return (focus, focus_small) if self.focused else (full, full_small)
 
-    def _key_guide(self, small: np.ndarray, key: np.ndarray, margin: float) -> np.ndarray:
-        """A key frame: the key mask, slightly dilated, is the guide."""
-        key_small = guidance.downsized_mask(key, small.shape[:2])
+    def _key_shape(self, key: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """A key frame: the key mask at guide size names the target (dilated, it is the
+        guide)."""
+        key_small = guidance.downsized_mask(key, shape)
         if not key_small.any():
             raise EngineError("the key mask is empty (no pixel above 0.5): draw the target")
         self.guide.relocate, self.guide.lost = False, 0
-        return guidance.dilated(key_small, margin)
+        return key_small
+
+    def _carried_trimap(self, small: np.ndarray, flow: Optional[np.ndarray],
+                        tolerance: float) -> Optional[target_fill.Trimap]:
+        """The trimap of the previous frame's target carried onto this frame by the flow, if
+        its core still looks like the target (the colour memory): a target that left or was
+        hidden is not painted back. None when the target was not seen on the frame before, in
+        sequence."""
+        g = self.guide
+        if flow is None or g.target is None or not g.tracking:
+            return None
+        carried = guidance.binarised(motion.warp_backward(g.target.astype(np.float32), flow))
+        trimap = target_fill.shape_trimap(carried, tolerance)
+        if not trimap.fg.any() or self._likeness(small, trimap.fg) < self.memory_threshold:
+            return None
+        return trimap
+
+    def _filled(self, small: np.ndarray, alpha: np.ndarray, trimap: target_fill.Trimap
+                ) -> np.ndarray:
+        """The matte with the target filled in where the prior misses it (``target_fill``):
+        untouched while the prior sees the target's core; else the closed-form solve of the
+        trimap's band, the prior weighted by its reliability, added as a low-resolution
+        correction so the prior's fine edges stay where it agrees."""
+        shape = small.shape[:2]
+        prior = cv2.resize(alpha, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+        coverage = target_fill.prior_coverage(prior, trimap.fg)
+        if coverage >= TRUST_COVERAGE:
+            return alpha
+        weight = target_fill.prior_reliability(prior, coverage) * PRIOR_WEIGHT
+        solved = target_fill.closed_form_with_prior(small, trimap, prior, weight)
+        correction = np.where(trimap.bg, 0.0, solved - prior).astype(np.float32)
+        height, width = alpha.shape[:2]
+        full = cv2.resize(correction, (width, height), interpolation=cv2.INTER_LINEAR)
+        return np.clip(alpha + full, 0.0, 1.0).astype(np.float32)
 
     def _remember_key(self, small: np.ndarray, guide: np.ndarray, parts: guidance.Components,
-                      prior_small: np.ndarray) -> None:
-        """The target's appearance on a key frame joins the memory: the prior's solid part of
-        the kept components (a rough Roto also covers background), else the guide itself."""
-        target = parts.kept & guidance.binarised(prior_small) & guide
+                      prior_small: np.ndarray, core: np.ndarray) -> None:
+        """The target's appearance on a key frame joins the memory: what is surely the target
+        (a rough Roto also covers background), the key mask's solid ``core`` and the prior's
+        solid part of the kept components; else the guide itself."""
+        target = (parts.kept & guidance.binarised(prior_small) & guide) | core
         if not target.any():
             target = guide
         g = self.guide
