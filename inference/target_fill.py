@@ -25,8 +25,6 @@ from mattekit.inference import guidance
 
 #: Alpha above which the prior counts as seeing a pixel of the target's solid core.
 SEEN_ALPHA = 0.5
-#: Weight of the trimap's known pixels in the solve (hard constraints, in effect).
-KNOWN_WEIGHT = 100.0
 #: Regularisation of the colour-line model: larger = smoother alpha, more robust to noise.
 EPSILON = 1e-5
 #: Relative residual at which the conjugate-gradient solve stops.
@@ -86,28 +84,32 @@ def prior_reliability(prior: np.ndarray, coverage: float) -> np.ndarray:
 
 def closed_form_with_prior(image: np.ndarray, trimap: Trimap, prior: np.ndarray,
                            prior_weight: np.ndarray) -> np.ndarray:
-    """Alpha (H, W) float32 0..1 minimising  a'La + KNOWN_WEIGHT * |a - trimap|^2 over the
-    known pixels + sum(prior_weight * (a - prior)^2)  (L: the matting Laplacian of ``image``).
+    """Alpha (H, W) float32 0..1: 1 on the trimap's foreground, 0 on its background, and in
+    between the minimiser of  a'La + sum(prior_weight * (a - prior)^2)  (L: the matting
+    Laplacian of ``image``; pymatting's closed-form solve with a data term added).
 
-    Only the bounding box of what is not background is solved (the rest is 0)."""
+    Only the unknown pixels are solved, within the bounding box of what is not background."""
     height, width = trimap.fg.shape
-    alpha = np.zeros((height, width), np.float32)
-    ys, xs = np.nonzero(~trimap.bg)
-    if ys.size == 0:
+    alpha = trimap.fg.astype(np.float32)
+    unknown_pixels = np.nonzero(trimap.unknown)
+    if unknown_pixels[0].size == 0:
         return alpha
+    ys, xs = unknown_pixels
     pad = 2  # the Laplacian's windows reach 1 pixel; a known ring closes the box
     y0, y1 = max(int(ys.min()) - pad, 0), min(int(ys.max()) + pad + 1, height)
     x0, x1 = max(int(xs.min()) - pad, 0), min(int(xs.max()) + pad + 1, width)
     box = (slice(y0, y1), slice(x0, x1))
-    fg, bg = trimap.fg[box], trimap.bg[box]
-    known = (fg | bg).ravel()
+    known = ~trimap.unknown[box]
     laplacian = cf_laplacian(np.ascontiguousarray(image[box], dtype=np.float64),
-                             epsilon=EPSILON, is_known=(fg | bg))
-    weight = np.where(known, KNOWN_WEIGHT,
-                      np.asarray(prior_weight[box], np.float64).ravel())
-    target = np.where(known, fg.ravel().astype(np.float64),
-                      np.asarray(prior[box], np.float64).ravel())
-    system = (laplacian + scipy.sparse.diags(weight)).tocsr()
-    solved = cg(system, weight * target, M=ichol(system), rtol=TOLERANCE)
-    alpha[box] = np.clip(solved, 0.0, 1.0).reshape(fg.shape)
+                             epsilon=EPSILON, is_known=known)
+    unknown, known = ~known.ravel(), known.ravel()
+    rows = laplacian[unknown]
+    weight = np.asarray(prior_weight[box], np.float64).ravel()[unknown]
+    system = (rows[:, unknown] + scipy.sparse.diags(weight)).tocsr()
+    given = alpha[box].ravel()[known].astype(np.float64)
+    rhs = weight * np.asarray(prior[box], np.float64).ravel()[unknown] - rows[:, known] @ given
+    solved = cg(system, rhs, M=ichol(system), rtol=TOLERANCE)
+    inside = alpha[box].ravel()
+    inside[unknown] = np.clip(solved, 0.0, 1.0)
+    alpha[box] = inside.reshape(known.size // (x1 - x0), x1 - x0)
     return alpha

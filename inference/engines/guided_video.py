@@ -46,7 +46,6 @@ MAX_RADIUS = 0.25       # largest dilation of the previous mask, x the diagonal
 RELOCATE_RADIUS = 0.15  # dilation of the last known target after a jump in time, x the diagonal
 LOST_FRACTION = 0.1     # the target counts as lost below this fraction of its key-mask area
 MEMORY_SLOTS = 4        # key-mask appearances remembered: the first and the latest ones
-KEY_TOLERANCE = 0.03    # how far a key mask's outline may be off the target's, x the diagonal
 TRUST_COVERAGE = 0.9    # the prior sees this much of the target's core: its matte stands
 PRIOR_WEIGHT = 0.1      # weight of the prior's alpha against the image in the target fill
 STATE_PREFIX = "guide_"
@@ -149,6 +148,7 @@ class GuidedVideoEngine:
         self.flicker_strength = float(params["flicker_strength"])
         self.flicker_motion = float(params["flicker_motion"])
         self.memory_threshold = float(params["memory_threshold"])
+        self.key_tolerance = float(params["key_tolerance"])
         self.cuts_detected = 0
         self.reset()
 
@@ -228,7 +228,7 @@ class GuidedVideoEngine:
             guide = guidance.dilated(key_small, margin)
             reference: Optional[np.ndarray] = guide
             trimap: Optional[target_fill.Trimap] = target_fill.shape_trimap(
-                key_small, KEY_TOLERANCE * diagonal)
+                key_small, self.key_tolerance * diagonal)
         else:
             guide = self._motion_guide(flow, margin, diagonal, shape)
             reference = g.target if g.tracking else None
