@@ -55,12 +55,16 @@ def disc(x: float, y: float, radius: float = 14.0) -> np.ndarray:
     return np.clip(radius + 0.5 - np.hypot(xx - x, yy - y), 0.0, 1.0)
 
 
-def composite(alphas_and_colours, seed: int = 3) -> np.ndarray:
-    """Textured coloured objects (alpha, colour) over the background, in order."""
+def composite(objects, seed: int = 3) -> np.ndarray:
+    """Textured coloured objects (alpha, colour[, shift]) over the background, in order; an
+    object's texture moves with it (``shift`` pixels to the right)."""
     frame = background(seed)
     rng = np.random.default_rng(11)
-    for alpha, colour in alphas_and_colours:
-        texture = np.clip(np.array(colour, np.float32) + rng.normal(0, 0.04, (H, W, 3)), 0, 1)
+    for alpha, colour, *shift in objects:
+        noise = cv2.GaussianBlur(rng.normal(0, 0.08, (H, W + 256, 3)).astype(np.float32),
+                                 (0, 0), 1.0)
+        dx = int(shift[0]) if shift else 0
+        texture = np.clip(np.array(colour, np.float32) + noise[:, 128 - dx:128 - dx + W], 0, 1)
         frame = alpha[..., None] * texture + (1 - alpha[..., None]) * frame
     return frame.astype(np.float32)
 
@@ -77,7 +81,7 @@ def moving_target_clip(count: int = 8):
     frames, truths = [], []
     for i in range(count):
         target = disc(40 + 3 * i, 50)
-        frames.append(composite([(disc(125, 45), BLUE), (target, RED)]))
+        frames.append(composite([(disc(125, 45), BLUE), (target, RED, 3 * i)]))
         truths.append(target)
     return frames, truths
 
@@ -167,7 +171,7 @@ def test_when_the_target_leaves_the_frame_then_the_fill_does_not_paint_it_back()
     positions = [120, 132, 144, 158, 175, 190, 205]  # out of the frame from the fifth on
     for i, x in enumerate(positions):
         target = disc(x, 50)
-        frame = composite([(target, RED)])
+        frame = composite([(target, RED, x - positions[0])])
         alpha = engine.process(frame, {"mask": rough_roto(target)} if i == 0 else None).alpha
         if x - 14 >= W:
             assert float(alpha.max()) < 0.05, f"frame {i}: a target that left was painted"

@@ -59,6 +59,7 @@ class GuideState:
     memory: Optional[np.ndarray] = None       # (K, bins) float32 appearance histograms
     memory_area: Optional[np.ndarray] = None  # (K,) float32 target areas, guide pixels
     target: Optional[np.ndarray] = None       # bool (h, w): last seen target
+    outline: Optional[np.ndarray] = None      # bool (h, w): the key mask, carried by the flow
     rejected: Optional[np.ndarray] = None     # bool (h, w): components rejected last frame
     grey: Optional[np.ndarray] = None         # uint8 (h, w): last frame, for the flow
     alpha: Optional[np.ndarray] = None        # float16 (H, W): last output alpha
@@ -83,7 +84,7 @@ class GuideState:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
-        for name in ("target", "rejected"):
+        for name in ("target", "rejected", "outline"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value.astype(np.uint8)
@@ -96,10 +97,11 @@ class GuideState:
             value = state.get(STATE_PREFIX + name)
             return None if value is None else np.asarray(value)
 
-        target, rejected = get("target"), get("rejected")
+        target, rejected, outline = get("target"), get("rejected"), get("outline")
         lost, relocate = get("lost"), get("relocate")
         return cls(memory=get("memory"), memory_area=get("memory_area"),
                    target=None if target is None else target.astype(bool),
+                   outline=None if outline is None else outline.astype(bool),
                    rejected=None if rejected is None else rejected.astype(bool),
                    grey=get("grey"), alpha=get("alpha"),
                    lost=int(lost) if lost is not None else 0,
@@ -168,7 +170,7 @@ class GuidedVideoEngine:
         self.focused = False
         self._thumbnail = None
         g = self.guide
-        g.grey, g.alpha, g.rejected, g.relocate = None, None, None, g.active
+        g.grey, g.alpha, g.rejected, g.outline, g.relocate = None, None, None, None, g.active
 
     def state(self) -> dict[str, np.ndarray]:
         state = {**self.rvm.state(), **self.guide.arrays()}
@@ -227,12 +229,13 @@ class GuidedVideoEngine:
             key_small = self._key_shape(key, shape)
             guide = guidance.dilated(key_small, margin)
             reference: Optional[np.ndarray] = guide
-            trimap: Optional[target_fill.Trimap] = target_fill.shape_trimap(
-                key_small, self.key_tolerance * diagonal)
+            g.outline = key_small
         else:
             guide = self._motion_guide(flow, margin, diagonal, shape)
             reference = g.target if g.tracking else None
-            trimap = self._carried_trimap(small, flow, margin)
+            g.outline = self._carried_outline(small, flow, self.key_tolerance * diagonal)
+        trimap = (None if g.outline is None
+                  else target_fill.shape_trimap(g.outline, self.key_tolerance * diagonal))
         result, prior_small = self._prior(src, guide, reference, shape, diagonal, margin)
         parts = guidance.split_components(prior_small, guide)
         if key is not None and trimap is not None:
@@ -285,20 +288,28 @@ class GuidedVideoEngine:
         self.guide.relocate, self.guide.lost = False, 0
         return key_small
 
-    def _carried_trimap(self, small: np.ndarray, flow: Optional[np.ndarray],
-                        tolerance: float) -> Optional[target_fill.Trimap]:
-        """The trimap of the previous frame's target carried onto this frame by the flow, if
-        its core still looks like the target (the colour memory): a target that left or was
-        hidden is not painted back. None when the target was not seen on the frame before, in
-        sequence."""
+    def _carried_outline(self, small: np.ndarray, flow: Optional[np.ndarray],
+                         tolerance: float) -> Optional[np.ndarray]:
+        """The key mask's outline carried from the frame before onto this one by the target's
+        motion (one similarity transform fitted to the flow over its core: the flow of the
+        background a moving target uncovers does not drag the outline along), as long as its
+        solid core (eroded by ``tolerance``) still looks like the target (the colour memory):
+        a target that left or was hidden is not painted back. It follows the motion, never the
+        matte, so errors of the fill cannot feed back into it. None after a jump in time or a
+        failed fit, until the next key mask."""
         g = self.guide
-        if flow is None or g.target is None or not g.tracking:
+        if flow is None or g.outline is None or g.outline.shape != flow.shape[:2]:
             return None
-        carried = guidance.binarised(motion.warp_backward(g.target.astype(np.float32), flow))
-        trimap = target_fill.shape_trimap(carried, tolerance)
-        if not trimap.fg.any() or self._likeness(small, trimap.fg) < self.memory_threshold:
+        previous_core = target_fill.shape_trimap(g.outline, tolerance).fg
+        transform = motion.region_motion(flow, previous_core if previous_core.any()
+                                         else g.outline)
+        if transform is None:
             return None
-        return trimap
+        carried = motion.moved_mask(g.outline, transform)
+        core = target_fill.shape_trimap(carried, tolerance).fg
+        if not core.any() or self._likeness(small, core) < self.memory_threshold:
+            return None
+        return carried
 
     def _filled(self, small: np.ndarray, alpha: np.ndarray, trimap: target_fill.Trimap
                 ) -> np.ndarray:
