@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mattekit.inference import target_fill
+from mattekit.inference import motion, target_fill
 from mattekit.inference.engines.registry import create_engine
 from mattekit.inference.engines.rvm import MatteResult
 
@@ -90,6 +90,24 @@ def moving_target_clip(count: int = 8):
 
 def test_when_the_module_examples_run_then_they_hold():
     assert doctest.testmod(target_fill).failed == 0
+    assert doctest.testmod(motion).failed == 0
+
+
+def test_when_the_flow_drags_background_behind_a_target_then_its_motion_ignores_that():
+    previous = disc(60, 48, 16) > 0.5
+    flow = np.zeros((H, W, 2), np.float32)
+    current = disc(66, 48, 17.6) > 0.5        # moved 6 px right, grown by 10 %
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    flow[..., 0] = np.where(current, (xx - 66) / 1.1 + 60 - xx, 0)
+    flow[..., 1] = np.where(current, (yy - 48) / 1.1 + 48 - yy, 0)
+    behind = (disc(54, 48, 16) > 0.5) & ~current  # uncovered: DIS drags it along
+    flow[..., 0][behind] = 6.0
+    transform = motion.region_motion(flow, previous)
+    assert transform is not None
+    np.testing.assert_allclose(transform[:, :2], [[1.1, 0.0], [0.0, 1.1]], atol=0.02)
+    moved = motion.moved_mask(previous, transform)
+    assert float(np.mean(moved != current)) < 0.005
+    assert motion.region_motion(flow, np.zeros((H, W), bool)) is None
 
 
 def test_when_the_band_is_solved_then_the_object_edge_is_found_without_any_prior():
