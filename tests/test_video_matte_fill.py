@@ -11,26 +11,15 @@ import doctest
 import cv2
 import numpy as np
 import pytest
+from test_video_matte_guidance import BLUE, RED, H, ObjectPrior, W, background
 
 from mattekit.inference import motion, target_fill
 from mattekit.inference.engines.registry import create_engine
 from mattekit.inference.engines.rvm import MatteResult
 
-H, W = 96, 160
-RED, BLUE = (0.85, 0.12, 0.1), (0.1, 0.2, 0.9)
 
-
-class BlindPrior:
+class BlindPrior(ObjectPrior):
     """Stands in for RVM on an object it was not trained for: alpha 0 everywhere."""
-
-    def reset(self) -> None:
-        pass
-
-    def state(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def load_state(self, state) -> None:
-        pass
 
     def process(self, src: np.ndarray, inputs=None) -> MatteResult:
         return MatteResult(alpha=np.zeros(src.shape[:2], np.float32), foreground=src)
@@ -40,13 +29,6 @@ def blind_engine():
     engine = create_engine("rvm-guided", "cpu")
     engine.rvm, engine.focus = BlindPrior(), BlindPrior()
     return engine
-
-
-def background(seed: int = 3) -> np.ndarray:
-    """A grey, textured (so optical flow has something to follow), unsaturated background."""
-    rng = np.random.default_rng(seed)
-    grey = cv2.GaussianBlur(rng.uniform(0.25, 0.55, (H, W)).astype(np.float32), (0, 0), 1.5)
-    return np.repeat(grey[..., None], 3, axis=2)
 
 
 def disc(x: float, y: float, radius: float = 14.0) -> np.ndarray:
