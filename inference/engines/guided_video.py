@@ -16,12 +16,18 @@ or any later one) has named the target, per frame:
    kept, with the territory around them (``guidance``);
 4. a target that was lost (left the frame, hidden) is found again by the colour memory of its
    key masks, never among the components rejected the frame before;
-5. the soft band is blended with the flow-warped previous alpha where motion is small
+5. where RVM misses the target (a prop, a plant: it knows people), the engine mattes it itself
+   (``target_fill``): the key mask's outline, carried from frame to frame by the target's own
+   motion while its core still looks like the target, gives a trimap whose band is solved by
+   closed-form matting with RVM's alpha as a prior weighted by how much of the target RVM sees;
+   where RVM sees the target's core, its matte is left as it is;
+6. the soft band is blended with the flow-warped previous alpha where motion is small
    (``flicker``), which lowers dtSSD without smearing fast edges;
-6. a scene cut (or a change of resolution) resets RVM and the guidance alike.
+7. a scene cut (or a change of resolution) resets RVM and the guidance alike.
 
-The state (both views' recurrent tensors and the guidance: memory, previous target, grey frame,
-alpha, cut thumbnail) is plain arrays (``state`` / ``load_state``), so the cache can resume it.
+The state (both views' recurrent tensors and the guidance: memory, previous target, carried
+outline, grey frame, alpha, cut thumbnail) is plain arrays (``state`` / ``load_state``), so the
+cache can resume it.
 """
 from __future__ import annotations
 
