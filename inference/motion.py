@@ -77,3 +77,41 @@ def motion_radius(flow: Optional[np.ndarray], region: np.ndarray, margin: float,
         return float(min(margin, limit))
     moved = float(np.percentile(flow_magnitude(flow)[region], MOTION_PERCENTILE))
     return float(min(moved * MOTION_SAFETY + margin, limit))
+
+
+def region_motion(flow: np.ndarray, region: np.ndarray, max_points: int = 4000
+                  ) -> Optional[np.ndarray]:
+    """The motion of what occupied ``region`` (bool (H, W), previous frame) as one similarity
+    transform (2x3 float64, previous -> current: shift, rotation, uniform scale), fitted
+    robustly (LMedS) to the backward ``flow`` of the current pixels that came from the region.
+    Pixels the flow drags along behind a moving object (uncovered background) are outliers to
+    it. None when too few pixels came from the region or the fit fails.
+
+    >>> flow = np.zeros((20, 20, 2), np.float32); flow[..., 0] = -3.0   # everything moved +3 x
+    >>> region = np.zeros((20, 20), bool); region[5:12, 4:10] = True
+    >>> np.round(region_motion(flow, region), 3).tolist()
+    [[1.0, -0.0, 3.0], [0.0, 1.0, 0.0]]
+    """
+    height, width = flow.shape[:2]
+    grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
+    source_x, source_y = grid_x + flow[..., 0], grid_y + flow[..., 1]
+    sx = np.clip(np.rint(source_x), 0, width - 1).astype(np.int64)
+    sy = np.clip(np.rint(source_y), 0, height - 1).astype(np.int64)
+    came = region[sy, sx]
+    count = int(np.count_nonzero(came))
+    if count < 8:
+        return None
+    step = max(1, count // max_points)
+    src = np.ascontiguousarray(np.stack([source_x[came], source_y[came]], axis=1)[::step])
+    dst = np.ascontiguousarray(np.stack([grid_x[came], grid_y[came]], axis=1)[::step])
+    transform, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
+    return None if transform is None else transform.astype(np.float64)
+
+
+def moved_mask(mask: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """A bool mask moved by a 2x3 transform (previous -> current), same size; what comes in
+    from beyond the frame repeats the border (an object cut by the frame edge goes on)."""
+    height, width = mask.shape
+    moved = cv2.warpAffine(mask.astype(np.float32), transform, (width, height),
+                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return moved > 0.5

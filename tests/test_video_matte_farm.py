@@ -74,6 +74,29 @@ def test_when_a_shot_is_rendered_in_4_frame_chunks_then_it_matches_the_sequentia
 
 
 @pytest.mark.slow
+def test_when_rvm_misses_the_masked_target_then_the_engine_s_own_fill_also_chunks_exactly(
+        tmp_path, clip, write_linear_sequence):
+    """The shuttle model behind the astronaut: RVM sees nothing there, the engine mattes it
+    from the mask itself (target_fill), and that too is the same in chunks."""
+    plate = write_linear_sequence(tmp_path / "plate", clip)
+    box = np.zeros((H, W), np.float32)
+    box[2:110, 236:312] = 1.0  # a rough box Roto of the model
+    write_mask(tmp_path / "mask" / "roto.0001.exr", box)
+    mask = str(tmp_path / "mask" / "roto.####.exr")
+    assert cli(plate, mask, f"1-{FRAMES}", tmp_path / "seq", "--no-cache") == 0
+    sequential = alphas(tmp_path / "seq", range(1, FRAMES + 1))
+    chunks = chunked(tmp_path, plate, mask, "chunks")
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(sequential, chunks))
+    assert worst == 0.0, f"chunks differ from the sequential render by {worst}"
+    rvm = create_engine("rvm", "cpu")
+    plain = [rvm.process(frame).alpha for frame in clip]
+    inside = (slice(30, 90), slice(255, 295))
+    assert float(np.mean([p[inside].mean() for p in plain])) < 0.05  # RVM: nothing there
+    assert float(np.mean([s[inside].mean() for s in sequential])) > 0.3  # the fill: the model
+    assert float(sequential[-1][:, :200].max()) < 0.05  # and not the astronaut
+
+
+@pytest.mark.slow
 def test_when_the_warm_up_is_short_then_chunks_that_reach_the_shot_start_are_still_exact(
         shot, capsys):
     root, plate, mask = shot

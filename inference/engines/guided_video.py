@@ -16,12 +16,18 @@ or any later one) has named the target, per frame:
    kept, with the territory around them (``guidance``);
 4. a target that was lost (left the frame, hidden) is found again by the colour memory of its
    key masks, never among the components rejected the frame before;
-5. the soft band is blended with the flow-warped previous alpha where motion is small
+5. where RVM misses the target (a prop, a plant: it knows people), the engine mattes it itself
+   (``target_fill``): the key mask's outline, carried from frame to frame by the target's own
+   motion while its core still looks like the target, gives a trimap whose band is solved by
+   closed-form matting with RVM's alpha as a prior weighted by how much of the target RVM sees;
+   where RVM sees the target's core, its matte is left as it is;
+6. the soft band is blended with the flow-warped previous alpha where motion is small
    (``flicker``), which lowers dtSSD without smearing fast edges;
-6. a scene cut (or a change of resolution) resets RVM and the guidance alike.
+7. a scene cut (or a change of resolution) resets RVM and the guidance alike.
 
-The state (both views' recurrent tensors and the guidance: memory, previous target, grey frame,
-alpha, cut thumbnail) is plain arrays (``state`` / ``load_state``), so the cache can resume it.
+The state (both views' recurrent tensors and the guidance: memory, previous target, carried
+outline, grey frame, alpha, cut thumbnail) is plain arrays (``state`` / ``load_state``), so the
+cache can resume it.
 """
 from __future__ import annotations
 
@@ -33,11 +39,11 @@ from typing import Any, Mapping, Optional
 import cv2
 import numpy as np
 
-from mattekit.inference import flicker, guidance, motion
+from mattekit.inference import flicker, guidance, motion, target_fill
 from mattekit.inference.engines.rvm import MatteResult, RvmEngine, is_scene_cut, scene_thumbnail
 from mattekit.inference.errors import EngineError
 
-ENGINE_VERSION = "rvm-guided-1"  # bump when a change alters this engine's output
+ENGINE_VERSION = "rvm-guided-2"  # bump when a change alters this engine's output
 GUIDE_SIZE = 384        # long side, in pixels, of the guidance masks and the optical flow
 GUIDE_MARGIN = 0.02     # tolerance of the guide and the components' reach, x the diagonal
 VIEW_CONTEXT = 0.08     # how much of the surroundings the focused view shows, x the diagonal
@@ -46,6 +52,8 @@ MAX_RADIUS = 0.25       # largest dilation of the previous mask, x the diagonal
 RELOCATE_RADIUS = 0.15  # dilation of the last known target after a jump in time, x the diagonal
 LOST_FRACTION = 0.1     # the target counts as lost below this fraction of its key-mask area
 MEMORY_SLOTS = 4        # key-mask appearances remembered: the first and the latest ones
+TRUST_COVERAGE = 0.9    # the prior sees this much of the target's core: its matte stands
+PRIOR_WEIGHT = 0.1      # weight of the prior's alpha against the image in the target fill
 STATE_PREFIX = "guide_"
 FOCUS_PREFIX = "focus_"
 
@@ -57,6 +65,7 @@ class GuideState:
     memory: Optional[np.ndarray] = None       # (K, bins) float32 appearance histograms
     memory_area: Optional[np.ndarray] = None  # (K,) float32 target areas, guide pixels
     target: Optional[np.ndarray] = None       # bool (h, w): last seen target
+    outline: Optional[np.ndarray] = None      # bool (h, w): the key mask, carried by the flow
     rejected: Optional[np.ndarray] = None     # bool (h, w): components rejected last frame
     grey: Optional[np.ndarray] = None         # uint8 (h, w): last frame, for the flow
     alpha: Optional[np.ndarray] = None        # float16 (H, W): last output alpha
@@ -81,7 +90,7 @@ class GuideState:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
-        for name in ("target", "rejected"):
+        for name in ("target", "rejected", "outline"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value.astype(np.uint8)
@@ -94,10 +103,11 @@ class GuideState:
             value = state.get(STATE_PREFIX + name)
             return None if value is None else np.asarray(value)
 
-        target, rejected = get("target"), get("rejected")
+        target, rejected, outline = get("target"), get("rejected"), get("outline")
         lost, relocate = get("lost"), get("relocate")
         return cls(memory=get("memory"), memory_area=get("memory_area"),
                    target=None if target is None else target.astype(bool),
+                   outline=None if outline is None else outline.astype(bool),
                    rejected=None if rejected is None else rejected.astype(bool),
                    grey=get("grey"), alpha=get("alpha"),
                    lost=int(lost) if lost is not None else 0,
@@ -146,6 +156,7 @@ class GuidedVideoEngine:
         self.flicker_strength = float(params["flicker_strength"])
         self.flicker_motion = float(params["flicker_motion"])
         self.memory_threshold = float(params["memory_threshold"])
+        self.key_tolerance = float(params["key_tolerance"])
         self.cuts_detected = 0
         self.reset()
 
@@ -165,7 +176,7 @@ class GuidedVideoEngine:
         self.focused = False
         self._thumbnail = None
         g = self.guide
-        g.grey, g.alpha, g.rejected, g.relocate = None, None, None, g.active
+        g.grey, g.alpha, g.rejected, g.outline, g.relocate = None, None, None, None, g.active
 
     def state(self) -> dict[str, np.ndarray]:
         state = {**self.rvm.state(), **self.guide.arrays()}
@@ -221,21 +232,28 @@ class GuidedVideoEngine:
         diagonal = float(np.hypot(*shape))
         margin = GUIDE_MARGIN * diagonal
         if key is not None:
-            guide = self._key_guide(small, key, margin)
+            key_small = self._key_shape(key, shape)
+            guide = guidance.dilated(key_small, margin)
             reference: Optional[np.ndarray] = guide
+            g.outline = key_small
         else:
             guide = self._motion_guide(flow, margin, diagonal, shape)
             reference = g.target if g.tracking else None
+            g.outline = self._carried_outline(small, flow, self.key_tolerance * diagonal)
+        trimap = (None if g.outline is None
+                  else target_fill.shape_trimap(g.outline, self.key_tolerance * diagonal))
         result, prior_small = self._prior(src, guide, reference, shape, diagonal, margin)
         parts = guidance.split_components(prior_small, guide)
-        if key is not None:
-            self._remember_key(small, guide, parts, prior_small)
+        if key is not None and trimap is not None:
+            self._remember_key(small, guide, parts, prior_small, trimap.fg)
         else:
             parts = self._recovered(small, parts)
         zone = guidance.territory(parts.kept, parts.rejected, reach=margin)
         keep = cv2.resize(zone.astype(np.float32), (width, height),
                           interpolation=cv2.INTER_LINEAR)
         alpha = (result.alpha * keep).astype(np.float32)
+        if trimap is not None:
+            alpha = self._filled(small, alpha, trimap)
         if flow is not None and g.alpha is not None and g.alpha.shape == alpha.shape:
             alpha = self._steadied(alpha, flow)
         self._remember_frame(alpha, parts, grey, shape)
@@ -267,19 +285,62 @@ class GuidedVideoEngine:
         self.focused = bool(chosen)
         return (focus, focus_small) if self.focused else (full, full_small)
 
-    def _key_guide(self, small: np.ndarray, key: np.ndarray, margin: float) -> np.ndarray:
-        """A key frame: the key mask, slightly dilated, is the guide."""
-        key_small = guidance.downsized_mask(key, small.shape[:2])
+    def _key_shape(self, key: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """A key frame: the key mask at guide size names the target (dilated, it is the
+        guide)."""
+        key_small = guidance.downsized_mask(key, shape)
         if not key_small.any():
             raise EngineError("the key mask is empty (no pixel above 0.5): draw the target")
         self.guide.relocate, self.guide.lost = False, 0
-        return guidance.dilated(key_small, margin)
+        return key_small
+
+    def _carried_outline(self, small: np.ndarray, flow: Optional[np.ndarray],
+                         tolerance: float) -> Optional[np.ndarray]:
+        """The key mask's outline carried from the frame before onto this one by the target's
+        motion (one similarity transform fitted to the flow over its core: the flow of the
+        background a moving target uncovers does not drag the outline along), as long as its
+        solid core (eroded by ``tolerance``) still looks like the target (the colour memory):
+        a target that left or was hidden is not painted back. It follows the motion, never the
+        matte, so errors of the fill cannot feed back into it. None after a jump in time or a
+        failed fit, until the next key mask."""
+        g = self.guide
+        if flow is None or g.outline is None or g.outline.shape != flow.shape[:2]:
+            return None
+        previous_core = target_fill.shape_trimap(g.outline, tolerance).fg
+        transform = motion.region_motion(flow, previous_core if previous_core.any()
+                                         else g.outline)
+        if transform is None:
+            return None
+        carried = motion.moved_mask(g.outline, transform)
+        core = target_fill.shape_trimap(carried, tolerance).fg
+        if not core.any() or self._likeness(small, core) < self.memory_threshold:
+            return None
+        return carried
+
+    def _filled(self, small: np.ndarray, alpha: np.ndarray, trimap: target_fill.Trimap
+                ) -> np.ndarray:
+        """The matte with the target filled in where the prior misses it (``target_fill``):
+        untouched while the prior sees the target's core; else the closed-form solve of the
+        trimap's band, the prior weighted by its reliability, added as a low-resolution
+        correction so the prior's fine edges stay where it agrees."""
+        shape = small.shape[:2]
+        prior = cv2.resize(alpha, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+        coverage = target_fill.prior_coverage(prior, trimap.fg)
+        if coverage >= TRUST_COVERAGE:
+            return alpha
+        weight = target_fill.prior_reliability(prior, coverage) * PRIOR_WEIGHT
+        solved = target_fill.closed_form_with_prior(small, trimap, prior, weight)
+        correction = np.where(trimap.bg, 0.0, solved - prior).astype(np.float32)
+        height, width = alpha.shape[:2]
+        full = cv2.resize(correction, (width, height), interpolation=cv2.INTER_LINEAR)
+        return np.clip(alpha + full, 0.0, 1.0).astype(np.float32)
 
     def _remember_key(self, small: np.ndarray, guide: np.ndarray, parts: guidance.Components,
-                      prior_small: np.ndarray) -> None:
-        """The target's appearance on a key frame joins the memory: the prior's solid part of
-        the kept components (a rough Roto also covers background), else the guide itself."""
-        target = parts.kept & guidance.binarised(prior_small) & guide
+                      prior_small: np.ndarray, core: np.ndarray) -> None:
+        """The target's appearance on a key frame joins the memory: what is surely the target
+        (a rough Roto also covers background), the key mask's solid ``core`` and the prior's
+        solid part of the kept components; else the guide itself."""
+        target = (parts.kept & guidance.binarised(prior_small) & guide) | core
         if not target.any():
             target = guide
         g = self.guide
