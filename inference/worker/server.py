@@ -94,6 +94,9 @@ def setup_logging(home: Path) -> logging.Handler:
                                            "%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    # warnings (a corrupt cache entry dropped, an input repaired) go to the log, not a lost stderr
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").addHandler(handler)
     return handler
 
 
