@@ -24,6 +24,8 @@ class BackgroundMatteEngine:
     """Clean-plate registration, noise/shadow-aware difference, known-background alpha solve."""
 
     temporal = False
+    param_limits = {"max_shift": (0.0, 1.0), "shadow_tolerance": (0.0, 1.0),
+                    "prior_strength": (0.0, None), "edge_softness": (0.0, None)}
     clip_input = False
 
     def __init__(self, spec: Any, model: Any, model_file: Optional[Path], device: str,
