@@ -129,7 +129,7 @@ def test_when_a_frame_range_is_any_text_then_frames_or_a_frame_pattern_error(tex
        frame=st.integers(-100_000, 10**7))
 def test_when_a_frame_pattern_is_any_text_then_a_pattern_or_a_frame_pattern_error(name, frame):
     try:
-        pattern = parse_pattern("/shots/" + name)
+        pattern = parse_pattern("/shots/plate" + name)
     except FramePatternError as exc:
         assert name in str(exc)
         return
