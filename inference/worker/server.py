@@ -70,6 +70,7 @@ ACCEPT_POLL_SECONDS = 0.5
 SHUTDOWN_JOIN_SECONDS = 30.0
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 8 * MAX_LINE_BYTES
+HELLO_SECONDS = 10.0  # a connection without a hello by then is closed (each one holds a thread)
 
 log = logging.getLogger("mattekit.worker")
 
@@ -155,6 +156,9 @@ class Connection:
                                         name=f"mattekit-send-{peer}")
 
     def start(self) -> None:
+        deadline = threading.Timer(HELLO_SECONDS, self._hello_overdue)
+        deadline.daemon = True
+        deadline.start()
         self._writer.start()
         threading.Thread(target=self._read_loop, daemon=True,
                          name=f"mattekit-conn-{self.peer}").start()
@@ -204,6 +208,16 @@ class Connection:
         self._stop_sending()
         with suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
+
+    def _hello_overdue(self) -> None:
+        """No hello in time (a stalled or trickling client): refuse it and hang up."""
+        if self.authenticated:
+            return
+        log.warning("refused %s: no hello within %g s", self.peer, HELLO_SECONDS)
+        self.send({"op": "hello", "ok": False, "error": error_body(
+            UNAUTHORIZED, f"no hello within {HELLO_SECONDS:g} s; the connection is closed")})
+        with suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RD)  # the reader sees the end and closes
 
     @property
     def label(self) -> str:

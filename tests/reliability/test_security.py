@@ -222,3 +222,22 @@ def test_the_scan_would_catch_each_unsafe_form(tmp_path):
                       "torch.load(f)\nsubprocess.run(c, shell=True)\nnp.load(f)\n"
                       "torch.load(f, weights_only=True)\nyaml.safe_load(s)\n")
     assert len(unsafe_uses(sample)) == 7
+
+
+def test_when_a_connection_never_says_hello_then_it_is_refused_and_closed_in_time(worker):
+    from mattekit.inference.worker.server import HELLO_SECONDS
+
+    with Client(worker.port, hello=False, timeout=HELLO_SECONDS + 20) as idle, \
+            Client(worker.port, hello=False, timeout=HELLO_SECONDS + 20) as trickle:
+        trickle.send_raw(b'{"op": "hel')  # half a hello, never finished
+        for raw in (idle, trickle):
+            replies = []
+            while True:  # every message until the worker hangs up
+                try:
+                    replies.append(raw.recv())
+                except (EOFError, ConnectionResetError):
+                    break
+            assert "no hello within" in replies[0]["error"]["message"]
+            assert {r["error"]["code"] for r in replies} == {"unauthorized"}
+    with worker.client() as fine:  # an authenticated connection outlives the deadline
+        assert fine.request("ping")["ok"] is True
