@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -250,3 +252,35 @@ def test_when_a_request_times_out_then_the_client_says_the_worker_is_silent_and_
         worker.stop()
     assert done["frames"] == 2
     assert assert_cache_intact(cache) == 2 and writer_temps(cache) == []
+
+
+LIMITED_RENDER = """
+import resource, signal, sys
+from mattekit.inference.errors import MattekitError
+from mattekit.inference.render import RenderJob, render
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+try:
+    render(RenderJob(node="video-matte", engine="rvm", plate=sys.argv[1], cache_root=sys.argv[2],
+                     out=sys.argv[3]))
+except MattekitError as exc:
+    print(type(exc).__name__, exc)
+    sys.exit(1)
+"""
+
+
+@posix_only
+def test_when_the_os_refuses_writes_past_a_size_limit_then_the_error_names_it_and_nothing_is_out(
+        tmp_path):
+    plate = tiny_plate(tmp_path / "plate", 1, seed=56)
+    cache, out = tmp_path / "cache", tmp_path / "out" / "m.####.exr"
+    limited = subprocess.run([sys.executable, "-c", LIMITED_RENDER, plate, str(cache), str(out)],
+                             capture_output=True, text=True, timeout=120)
+    assert limited.returncode == 1, limited.stderr
+    assert "File too large" in limited.stdout and str(cache) in limited.stdout
+    assert not (tmp_path / "out" / "m.0001.exr").exists()
+    assert temp_leftovers(tmp_path / "out") == [] and writer_temps(cache) == []
+    assert assert_cache_intact(cache) == 0
+    report = render(RenderJob(node=NODE, engine="rvm", plate=plate, cache_root=cache,
+                              out=str(out)))
+    assert report.computed == [1] and read_exr(tmp_path / "out" / "m.0001.exr").alpha is not None
