@@ -542,9 +542,9 @@ class WorkerServer:
         try:
             job = job_from_message(message.get("job"), self.cache_root, self.config.device)
             self._check_output(job.out)
-        except ProtocolError as exc:
+        except MattekitError as exc:  # a ProtocolError, or an `out` pattern that cannot parse
             connection.send({"id": request_id, "event": "error", "ok": False,
-                             "error": error_body(exc.code, str(exc))})
+                             "error": error_body(code_for(exc) or INTERNAL, str(exc))})
             return
         request = Request(id=request_id, owner=connection, job=job, client=connection.client)
         connection.requests[request_id] = request

@@ -201,3 +201,15 @@ def test_when_a_param_is_out_of_range_then_engine_error_names_it(client, worker,
     check_error(events[-1])
     assert events[-1]["error"]["code"] in ("engine_error", "input_error")
     assert name in events[-1]["error"]["message"]
+
+
+@pytest.mark.parametrize("name", ["m.%4d.exr", "matte.%2d.exr"])
+def test_when_out_is_an_unreadable_pattern_then_the_stream_ends_with_an_error_event(
+        client, worker, name):
+    out = str(worker.cache.resolve() / "bad" / name)
+    events = client.process({"node": "video-matte", "plate": "/nowhere/p.####.exr",
+                             "out": out})
+    assert len(events) == 1 and events[0]["event"] == "error", events  # not a bare reply
+    check_error(events[0])
+    assert name in events[0]["error"]["message"]
+    still_serves(client)
