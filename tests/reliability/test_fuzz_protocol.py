@@ -213,3 +213,36 @@ def test_when_out_is_an_unreadable_pattern_then_the_stream_ends_with_an_error_ev
     check_error(events[0])
     assert name in events[0]["error"]["message"]
     still_serves(client)
+
+
+@pytest.mark.parametrize("case", ["garbage ocio config", "folder as ocio config",
+                                  "unknown built-in config", "unknown colour space",
+                                  "folder as mask", "empty mask", "clean plate on video-matte",
+                                  "engine of another node", "unknown node",
+                                  "checkpoint that is not one"])
+def test_when_job_values_are_wrong_then_the_error_names_the_value(client, worker, case):
+    if case == "checkpoint that is not one":
+        pytest.importorskip("torch", reason="checkpoints need the train extra (torch)")
+    folder = worker.root / "wrong-values"
+    folder.mkdir(exist_ok=True)
+    plate = tiny_plate(worker.root / "plate", 3, seed=70)
+    garbage, empty = folder / "garbage.ocio", folder / "empty.exr"
+    garbage.write_text("ocio_profile_version: 2\nroles: [\n")
+    empty.write_bytes(b"")
+    extra, named = {
+        "garbage ocio config": ({"ocio_config": str(garbage)}, str(garbage)),
+        "folder as ocio config": ({"ocio_config": str(folder)}, str(folder)),
+        "unknown built-in config": ({"ocio_config": "ocio://nonsense"}, "nonsense"),
+        "unknown colour space": ({"colorspace": "no such space"}, "no such space"),
+        "folder as mask": ({"mask": str(folder)}, str(folder)),
+        "empty mask": ({"mask": str(empty)}, "file is empty"),
+        "clean plate on video-matte": ({"clean_plate": plate}, "--clean-plate"),
+        "engine of another node": ({"engine": "cleanplate"}, "background-matte"),
+        "unknown node": ({"node": "nope"}, "nope"),
+        "checkpoint that is not one": ({"engine": "oavm", "params": {"checkpoint": str(garbage)}},
+                                       str(garbage)),
+    }[case]
+    events = client.process({"node": "video-matte", "plate": plate, "frames": "1", **extra})
+    check_error(events[-1])
+    assert events[-1]["error"]["code"] in ("input_error", "engine_error")
+    assert named in events[-1]["error"]["message"]
