@@ -492,6 +492,12 @@ class FrameCache:
             try:
                 yield writer
                 writer.entry = self._commit(writer)
+            except OSError as exc:  # a full disk, a quota, a vanished folder: name the cause
+                raise CacheError(
+                    f"cache entry {key[:16]}: cannot write into {self.root} "
+                    f"({exc.strerror or exc}); free some space or point MATTEKIT_CACHE at "
+                    "another folder"
+                ) from exc
             finally:
                 shutil.rmtree(temp, ignore_errors=True)  # gone after a commit; a no-op then
         if writer.entry is not None and writer.existing is None:

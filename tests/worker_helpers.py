@@ -146,10 +146,11 @@ def worker_env(home: Path, cache: Path) -> dict[str, str]:
 
 
 def start_worker(home: Path, cache: Path, args: Sequence[str] = (),
-                 env: Optional[dict[str, str]] = None) -> Worker:
-    """`python -m mattekit.inference.worker start --foreground` and wait for worker.json."""
-    command = [sys.executable, "-m", "mattekit.inference.worker", "start", "--foreground",
-               *args]
+                 env: Optional[dict[str, str]] = None,
+                 launcher: Sequence[str] = ("-m", "mattekit.inference.worker")) -> Worker:
+    """`python -m mattekit.inference.worker start --foreground` and wait for worker.json
+    (`launcher`: what runs instead of `-m mattekit.inference.worker`, e.g. a fault wrapper)."""
+    command = [sys.executable, *launcher, "start", "--foreground", *args]
     process = subprocess.Popen(command, env=env or worker_env(home, cache),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_TIMEOUT

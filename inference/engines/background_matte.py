@@ -24,6 +24,8 @@ class BackgroundMatteEngine(PriorEngine):
 
     version = ENGINE_VERSION
     prior_size = PRIOR_SIZE
+    param_limits = {"max_shift": (0.0, 1.0), "shadow_tolerance": (0.0, 1.0),
+                    "prior_strength": (0.0, None), "edge_softness": (0.0, None)}
 
     def process(self, src: np.ndarray, inputs: Optional[Mapping[str, np.ndarray]] = None
                 ) -> MatteResult:

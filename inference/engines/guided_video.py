@@ -139,6 +139,9 @@ class GuidedVideoEngine:
     """RVM + object guidance + flicker suppression; temporal, with explicit state."""
 
     temporal = True
+    param_limits = {"downsample_target": (64, None), "cut_threshold": (0.0, None),
+                    "warmup_frames": (-1, None), "flicker_strength": (0.0, 1.0),
+                    "flicker_motion": (0.0, None), "memory_threshold": (0.0, 1.0)}
 
     def __init__(self, spec: Any, model: Any, model_file: Optional[Path], device: str,
                  params: Mapping[str, Any]):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,8 +188,57 @@ def create_engine(name: str, device: str = "auto", params: Optional[Mapping[str,
             f"engine '{name}' has no parameter {', '.join(unknown)}; "
             f"valid: {', '.join(sorted(spec.defaults)) or 'none'}"
         )
-    model = manifest.models[spec.model] if spec.model else None
-    path = verified_model_path(model) if model else None
     module = importlib.import_module(spec.module)
     factory = getattr(module, spec.factory)
-    return factory(spec=spec, model=model, model_file=path, device=device, params=merged)
+    checked = checked_params(name, spec.defaults, merged, getattr(factory, "param_limits", {}))
+    model = manifest.models[spec.model] if spec.model else None
+    path = verified_model_path(model) if model else None
+    return factory(spec=spec, model=model, model_file=path, device=device, params=checked)
+
+
+ParamLimits = Mapping[str, tuple[Optional[float], Optional[float]]]
+
+
+def _param_kind(default: Any) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "a whole number"
+    if isinstance(default, float):
+        return "a number"
+    return "a string" if isinstance(default, str) else ""
+
+
+def checked_params(engine: str, defaults: Mapping[str, Any], params: Mapping[str, Any],
+                   limits: ParamLimits) -> dict[str, Any]:
+    """Engine parameters of the type their default has (a whole number, a finite number, a
+    boolean, a string) and inside the engine's ``param_limits`` (inclusive; None = open);
+    EngineError naming the parameter otherwise. Integral floats become ints where an int is
+    expected (JSON and Nuke knobs send 512.0 for 512)."""
+    checked: dict[str, Any] = {}
+    for key, value in params.items():
+        default = defaults.get(key)
+        kind = _param_kind(default)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind == "true or false":
+            ok = isinstance(value, bool)
+        elif kind == "a whole number":
+            ok = number and math.isfinite(value) and float(value).is_integer()
+            value = int(value) if ok else value
+        elif kind == "a number":
+            ok = number and math.isfinite(value)
+        elif kind == "a string":
+            ok = isinstance(value, str)
+        else:
+            ok = True  # a default of another type (a list, null): the engine checks it
+        if not ok:
+            raise EngineError(f"engine '{engine}': parameter '{key}' must be {kind}, "
+                              f"got {value!r}")
+        low, high = limits.get(key, (None, None))
+        if number and ((low is not None and value < low) or (high is not None and value > high)):
+            bounds = (f"between {low:g} and {high:g}" if low is not None and high is not None
+                      else f"at least {low:g}" if low is not None else f"at most {high:g}")
+            raise EngineError(f"engine '{engine}': parameter '{key}' is {value!r}; it must be "
+                              f"{bounds}")
+        checked[key] = value
+    return checked

@@ -82,6 +82,10 @@ class RvmEngine:
     """Recurrent RVM inference with explicit state: fgr, pha, *rec = model(src, *rec, ratio)."""
 
     temporal = True
+    # checked by the registry before the engine is built (inclusive; None = open): RVM's
+    # coarse pass needs a few dozen pixels, and a scene-cut distance is never negative
+    param_limits = {"downsample_target": (64, None), "cut_threshold": (0.0, None),
+                    "warmup_frames": (-1, None)}
 
     def __init__(self, spec: Any, model: Any, model_file: Optional[Path], device: str,
                  params: Mapping[str, Any]):

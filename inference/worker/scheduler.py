@@ -89,9 +89,12 @@ class Scheduler:
 
     def checkpoint(self, request: Request) -> None:
         """Between two frames: pass the turn on if another connection waits, and wait for it
-        to come back (or for this request to be cancelled)."""
+        to come back (or for this request to be cancelled). After its last frame a request
+        keeps the turn to finish: pausing it there would only delay its `done` by a round of
+        the others' frames and hold its engine, so every waiting client would load its own."""
         with self._cond:
-            if self._holder is not request or len(self._ring) < 2:
+            last = request.total is not None and request.done >= request.total
+            if self._holder is not request or len(self._ring) < 2 or last:
                 return
             self._ring.rotate(-1)  # request.owner was ring[0]: to the back of the ring
             self._holder = None

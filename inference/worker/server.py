@@ -70,6 +70,7 @@ ACCEPT_POLL_SECONDS = 0.5
 SHUTDOWN_JOIN_SECONDS = 30.0
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 8 * MAX_LINE_BYTES
+HELLO_SECONDS = 10.0  # a connection without a hello by then is closed (each one holds a thread)
 
 log = logging.getLogger("mattekit.worker")
 
@@ -94,6 +95,9 @@ def setup_logging(home: Path) -> logging.Handler:
                                            "%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    # warnings (a corrupt cache entry dropped, an input repaired) go to the log, not a lost stderr
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").addHandler(handler)
     return handler
 
 
@@ -152,6 +156,9 @@ class Connection:
                                         name=f"mattekit-send-{peer}")
 
     def start(self) -> None:
+        deadline = threading.Timer(HELLO_SECONDS, self._hello_overdue)
+        deadline.daemon = True
+        deadline.start()
         self._writer.start()
         threading.Thread(target=self._read_loop, daemon=True,
                          name=f"mattekit-conn-{self.peer}").start()
@@ -201,6 +208,16 @@ class Connection:
         self._stop_sending()
         with suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
+
+    def _hello_overdue(self) -> None:
+        """No hello in time (a stalled or trickling client): refuse it and hang up."""
+        if self.authenticated:
+            return
+        log.warning("refused %s: no hello within %g s", self.peer, HELLO_SECONDS)
+        self.send({"op": "hello", "ok": False, "error": error_body(
+            UNAUTHORIZED, f"no hello within {HELLO_SECONDS:g} s; the connection is closed")})
+        with suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RD)  # the reader sees the end and closes
 
     @property
     def label(self) -> str:
@@ -525,9 +542,9 @@ class WorkerServer:
         try:
             job = job_from_message(message.get("job"), self.cache_root, self.config.device)
             self._check_output(job.out)
-        except ProtocolError as exc:
+        except MattekitError as exc:  # a ProtocolError, or an `out` pattern that cannot parse
             connection.send({"id": request_id, "event": "error", "ok": False,
-                             "error": error_body(exc.code, str(exc))})
+                             "error": error_body(code_for(exc) or INTERNAL, str(exc))})
             return
         request = Request(id=request_id, owner=connection, job=job, client=connection.client)
         connection.requests[request_id] = request

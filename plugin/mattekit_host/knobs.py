@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -196,7 +197,9 @@ def params_from_knobs(kind: str, values: Mapping[str, Any], node: str = "") -> D
                 value = int(number)
             else:
                 value = float(raw)
-        except (TypeError, ValueError):
+            if not math.isfinite(value):  # NaN or infinity: not JSON, not a setting
+                raise ValueError(raw)
+        except (TypeError, ValueError, OverflowError):
             raise KnobError(f"{where}: knob '{spec.name}' must be a {spec.kind}, not "
                             f"{raw!r}") from None
         if spec.minimum is not None and value < spec.minimum:
