@@ -70,3 +70,14 @@ def test_when_a_node_has_no_engine_yet_then_it_says_not_implemented():
     with pytest.raises(NotImplementedEngineError, match="sparse-4k-refine.*not implemented"):
         registry.default_engine("sparse-4k-refine", unbuilt)
     assert all(shipped.default_engines.values())  # every node of the product has its engine
+
+
+@pytest.mark.parametrize("engine, params, named", [
+    ("sparse-refine", {"radius": 0}, "radius"),
+    ("sparse-refine", {"high_threshold": 1.5}, "high_threshold"),
+    ("parallax", {"flow_size": 8}, "flow_size"),
+])
+def test_when_a_new_engine_gets_a_value_out_of_range_then_the_error_names_the_parameter(
+        engine, params, named):
+    with pytest.raises(EngineError, match=named):
+        registry.create_engine(engine, "cpu", params)

@@ -44,6 +44,7 @@ class ParallaxMatteEngine(PriorEngine):
 
     version = ENGINE_VERSION
     prior_size = PRIOR_SIZE
+    param_limits = {"trimap_band": (1, None), "flow_size": (64, None), "patch_size": (0, None)}
 
     def __init__(self, spec: Any, model: Any, model_file: Optional[Path], device: str,
                  params: Mapping[str, Any]):

@@ -55,6 +55,9 @@ class SparseRefineEngine:
     """Coarse alpha -> key region -> tile-sparse full-resolution refinement -> fusion."""
 
     temporal = True
+    param_limits = {"coarse_size": (64, None), "low_threshold": (0.0, 1.0),
+                    "high_threshold": (0.0, 1.0), "band_width": (0, None), "feather": (0, None),
+                    "radius": (1, None), "clip_length": (1, None)}
 
     def __init__(self, spec: Any, model: Any, model_file: Optional[Path], device: str,
                  params: Mapping[str, Any]):
