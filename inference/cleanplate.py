@@ -14,6 +14,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from mattekit.inference.closed_form import Trimap, closed_form_with_prior
 from mattekit.inference.errors import InputWarning
 
 REGISTRATION_SIZE = 640  # long side, in pixels, of the images features are matched on
@@ -416,28 +417,12 @@ def matte_uncovered(plate: np.ndarray, alpha: np.ndarray, covered: np.ndarray,
         return np.where(covered, alpha, 0.0).astype(np.float32)
     # affinities on a display-like encoding (linear -> ~sRGB by sqrt), as matting expects
     guide = np.sqrt(np.clip(small_plate, 0.0, 1.0)).astype(np.float64)
-    solved = _closed_form_alpha(guide, trimap)
+    # a weak pull towards background keeps a region no known pixel reaches well-posed
+    solved = closed_form_with_prior(guide, Trimap(fg=trimap == 1.0, bg=trimap == 0.0),
+                                    prior=np.zeros(trimap.shape, np.float32),
+                                    prior_weight=np.full(trimap.shape, 1e-4, np.float32))
     carried = resized_to(solved.astype(np.float32), plate.shape[:2])
     return np.where(covered, alpha, np.clip(carried, 0.0, 1.0)).astype(np.float32)
-
-
-def _closed_form_alpha(guide: np.ndarray, trimap: np.ndarray, pull: float = 1e-4) -> np.ndarray:
-    """Closed-form matting of the trimap's unknown (0.5) pixels: the matting Laplacian's
-    system on them, with the known pixels as boundary values, plus a weak pull towards
-    background (`pull`) so that an unknown region no known pixel reaches is background rather
-    than an unsolvable system."""
-    from pymatting import cf_laplacian
-    from scipy.sparse import identity
-    from scipy.sparse.linalg import spsolve
-
-    known = trimap != 0.5
-    laplacian = cf_laplacian(guide, epsilon=1e-5, is_known=known.ravel())
-    unknown = ~known.ravel()
-    system = laplacian[unknown][:, unknown] + pull * identity(int(unknown.sum()), format="csc")
-    rhs = -laplacian[unknown][:, known.ravel()] @ (trimap.ravel()[known.ravel()] == 1.0)
-    result = trimap.ravel().copy()
-    result[unknown] = spsolve(system.tocsc(), rhs)  # direct: these systems are small
-    return np.clip(result, 0.0, 1.0).reshape(trimap.shape)
 
 
 def _subject_like_regions(score: np.ndarray, threshold: float = 2.5, excess: float = 2.0

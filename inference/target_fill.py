@@ -9,38 +9,19 @@ by optical flow) is solid, the target is; far outside it, it is not. That is a t
 pymatting's matting Laplacian) with the prior's own alpha as a soft data term weighted by how
 far the prior can be trusted (``prior_coverage``): where the prior sees the target the solve
 follows it, where it misses the target the image's colour lines decide
-(``closed_form_with_prior``).
+(``closed_form.closed_form_with_prior``).
 
 All arrays are at the guidance resolution; images sRGB-encoded 0..1 (H, W, 3), masks bool.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import scipy.sparse
-from pymatting import cf_laplacian, cg, ichol
 
 from mattekit.inference import guidance
+from mattekit.inference.closed_form import Trimap
 
 #: Alpha above which the prior counts as seeing a pixel of the target's solid core.
 SEEN_ALPHA = 0.5
-#: Regularisation of the colour-line model: larger = smoother alpha, more robust to noise.
-EPSILON = 1e-5
-#: Relative residual at which the conjugate-gradient solve stops.
-TOLERANCE = 1e-5
-
-
-@dataclass
-class Trimap:
-    """Where the target surely is (``fg``), surely is not (``bg``); the rest is to solve."""
-
-    fg: np.ndarray
-    bg: np.ndarray
-
-    @property
-    def unknown(self) -> np.ndarray:
-        return ~(self.fg | self.bg)
 
 
 def shape_trimap(shape: np.ndarray, tolerance: float) -> Trimap:
@@ -80,36 +61,3 @@ def prior_reliability(prior: np.ndarray, coverage: float) -> np.ndarray:
     """
     prior = np.clip(np.asarray(prior, np.float32), 0.0, 1.0)
     return (prior + (1.0 - prior) * np.float32(coverage) ** 2).astype(np.float32)
-
-
-def closed_form_with_prior(image: np.ndarray, trimap: Trimap, prior: np.ndarray,
-                           prior_weight: np.ndarray) -> np.ndarray:
-    """Alpha (H, W) float32 0..1: 1 on the trimap's foreground, 0 on its background, and in
-    between the minimiser of  a'La + sum(prior_weight * (a - prior)^2)  (L: the matting
-    Laplacian of ``image``; pymatting's closed-form solve with a data term added).
-
-    Only the unknown pixels are solved, within the bounding box of what is not background."""
-    height, width = trimap.fg.shape
-    alpha = trimap.fg.astype(np.float32)
-    unknown_pixels = np.nonzero(trimap.unknown)
-    if unknown_pixels[0].size == 0:
-        return alpha
-    ys, xs = unknown_pixels
-    pad = 2  # the Laplacian's windows reach 1 pixel; a known ring closes the box
-    y0, y1 = max(int(ys.min()) - pad, 0), min(int(ys.max()) + pad + 1, height)
-    x0, x1 = max(int(xs.min()) - pad, 0), min(int(xs.max()) + pad + 1, width)
-    box = (slice(y0, y1), slice(x0, x1))
-    known = ~trimap.unknown[box]
-    laplacian = cf_laplacian(np.ascontiguousarray(image[box], dtype=np.float64),
-                             epsilon=EPSILON, is_known=known)
-    unknown, known = ~known.ravel(), known.ravel()
-    rows = laplacian[unknown]
-    weight = np.asarray(prior_weight[box], np.float64).ravel()[unknown]
-    system = (rows[:, unknown] + scipy.sparse.diags(weight)).tocsr()
-    given = alpha[box].ravel()[known].astype(np.float64)
-    rhs = weight * np.asarray(prior[box], np.float64).ravel()[unknown] - rows[:, known] @ given
-    solved = cg(system, rhs, M=ichol(system), rtol=TOLERANCE)
-    inside = alpha[box].ravel()
-    inside[unknown] = np.clip(solved, 0.0, 1.0)
-    alpha[box] = inside.reshape(known.size // (x1 - x0), x1 - x0)
-    return alpha

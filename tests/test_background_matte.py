@@ -114,15 +114,6 @@ def test_when_the_subject_reaches_an_uncovered_border_then_its_matte_continues_i
     assert float(np.mean(result.alpha[background_border])) < 0.05
 
 
-def test_when_the_trimap_is_closed_form_solved_then_a_step_edge_follows_the_image():
-    guide = np.zeros((30, 40, 3))
-    guide[:, :20] = 1.0
-    trimap = np.full((30, 40), 0.5)
-    trimap[:, :3], trimap[:, -3:] = 1.0, 0.0
-    solved = cleanplate._closed_form_alpha(guide, trimap)
-    assert solved[:, :19].min() > 0.95 and solved[:, 21:].max() < 0.05
-
-
 def test_when_the_clean_plate_is_brighter_then_the_exposure_change_is_undone(scene):
     fg, alpha, bg, plate = scene
     gains = cleanplate.exposure_gains(plate, bg * 1.25)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_video_matte_guidance import BLUE, RED, H, ObjectPrior, W, background
 
-from mattekit.inference import motion, target_fill
+from mattekit.inference import closed_form, motion, target_fill
 from mattekit.inference.engines.registry import create_engine
 from mattekit.inference.engines.rvm import MatteResult
 
@@ -72,6 +72,7 @@ def moving_target_clip(count: int = 8):
 
 def test_when_the_module_examples_run_then_they_hold():
     assert doctest.testmod(target_fill).failed == 0
+    assert doctest.testmod(closed_form).failed == 0
     assert doctest.testmod(motion).failed == 0
 
 
@@ -97,7 +98,7 @@ def test_when_the_band_is_solved_then_the_object_edge_is_found_without_any_prior
     image = composite([(truth, RED)])
     trimap = target_fill.shape_trimap(rough_roto(truth) > 0.5, 7.0)
     assert trimap.unknown.sum() > 1000  # a wide band, to be solved
-    alpha = target_fill.closed_form_with_prior(image, trimap, np.zeros((H, W), np.float32),
+    alpha = closed_form.closed_form_with_prior(image, trimap, np.zeros((H, W), np.float32),
                                                np.zeros((H, W), np.float32))
     band = trimap.unknown
     assert float(np.abs(alpha - truth)[band].mean()) < 0.05
@@ -111,9 +112,9 @@ def test_when_the_image_says_nothing_then_a_trusted_prior_decides():
     truth = disc(80, 48, 20)
     trimap = target_fill.shape_trimap(rough_roto(truth) > 0.5, 7.0)
     prior = np.full((H, W), 0.3, np.float32)
-    trusted = target_fill.closed_form_with_prior(flat, trimap, prior,
+    trusted = closed_form.closed_form_with_prior(flat, trimap, prior,
                                                  np.full((H, W), 10.0, np.float32))
-    ignored = target_fill.closed_form_with_prior(flat, trimap, prior,
+    ignored = closed_form.closed_form_with_prior(flat, trimap, prior,
                                                  np.zeros((H, W), np.float32))
     inner = trimap.unknown & ~cv2.dilate((trimap.fg | trimap.bg).astype(np.uint8),
                                          np.ones((5, 5), np.uint8)).astype(bool)

@@ -39,7 +39,7 @@ from typing import Any, Mapping, Optional
 import cv2
 import numpy as np
 
-from mattekit.inference import flicker, guidance, motion, target_fill
+from mattekit.inference import closed_form, flicker, guidance, motion, target_fill
 from mattekit.inference.engines.rvm import MatteResult, RvmEngine, is_scene_cut, scene_thumbnail
 from mattekit.inference.errors import EngineError
 
@@ -332,7 +332,7 @@ class GuidedVideoEngine:
         if coverage >= TRUST_COVERAGE:
             return alpha
         weight = target_fill.prior_reliability(prior, coverage) * PRIOR_WEIGHT
-        solved = target_fill.closed_form_with_prior(small, trimap, prior, weight)
+        solved = closed_form.closed_form_with_prior(small, trimap, prior, weight)
         correction = np.where(trimap.bg, 0.0, solved - prior).astype(np.float32)
         height, width = alpha.shape[:2]
         full = cv2.resize(correction, (width, height), interpolation=cv2.INTER_LINEAR)
