@@ -156,13 +156,7 @@ from mattekit.inference.models.bgvitmatte import BgViTMatteConfig  # noqa: E402
 from mattekit.inference.models.checkpoint import load_checkpoint  # noqa: E402
 from mattekit.inference.training.loop import TrainingConfig, train  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model(seed: int = 0):
