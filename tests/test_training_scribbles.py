@@ -3,6 +3,8 @@ correction network (identity before training, ONNX export) and a tiny shot it fi
 on two frames. Tiny network, small frames, CPU, seconds."""
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -168,3 +170,68 @@ def test_when_two_frames_are_scribbled_then_the_other_frames_of_the_shot_are_fix
         after.append(np.abs(corrected - truth).mean())
         assert corrected[box > 0].mean() < 0.5  # the box is background now
     assert np.mean(after) <= 0.6 * np.mean(before), (before, after)
+
+
+def write_png(path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = rgb[..., ::-1] if rgb.ndim == 3 else rgb
+    cv2.imwrite(str(path), np.round(np.clip(image, 0, 1) * 255).astype(np.uint8))
+
+
+def write_tiny_shot(folder, scribble_size: int = SIZE, paint: bool = True) -> list[str]:
+    """The tiny shot on disk as PNG sequences; the CLI arguments that train on frames 1, 2."""
+    shot, _ = tiny_shot(3)
+    for t, (plate, clean, engine, _truth) in enumerate(shot, start=1):
+        write_png(folder / "plate" / f"p.{t:04d}.png", plate)
+        write_png(folder / "clean" / f"c.{t:04d}.png", clean)
+        write_png(folder / "alpha" / f"a.{t:04d}.png", engine)
+        strokes = np.zeros((scribble_size, scribble_size, 3), np.float32)
+        if paint:
+            strokes[6:12, 28, 2] = 1.0   # blue across the box
+            strokes[26, 6:10, 0] = 1.0   # red through the subject
+        write_png(folder / "strokes" / f"s.{t:04d}.png", strokes)
+    return ["train", "scribbles", "--plate", str(folder / "plate" / "p.####.png"),
+            "--alpha", str(folder / "alpha" / "a.####.png"),
+            "--scribbles", str(folder / "strokes" / "s.####.png"),
+            "--reference", str(folder / "clean" / "c.####.png"), "--frames", "1,2",
+            "--cache-dir", str(folder / "cache"), "--device", "cpu", "--quiet"]
+
+
+def test_when_train_scribbles_runs_then_a_correction_checkpoint_lands_in_the_cache(tmp_path,
+                                                                                   capsys):
+    from mattekit.inference.cli import main
+    from mattekit.inference.models.checkpoint import read_checkpoint
+
+    base = tmp_path / "base"
+    fg, alpha = np.zeros((24, 20, 3), np.float32), disc(24, (12.0, 10.0), 6.0)[:, :20]
+    fg[...] = (0.2, 0.6, 0.9)
+    write_png(base / "input" / "one.png", fg)
+    write_png(base / "alpha" / "one.png", alpha)
+    args = write_tiny_shot(tmp_path)
+    assert main([*args, "--steps", "3", "--crop", "24", "--base", str(base),
+                 "--name", "shotA"]) == 0
+    path = tmp_path / "cache" / "shot-models" / "shotA.pt"
+    assert capsys.readouterr().out.strip() == str(path)
+    payload = read_checkpoint(path)
+    assert payload["architecture"] == "alphacorrection"
+    assert payload["extra"]["frames"] == [1, 2] and len(payload["extra"]["losses"]) == 3
+    assert payload["extra"]["scribbled_pixels"] == 2 * (6 + 4)
+    assert (tmp_path / "cache" / "shot-models" / "shotA.loss.png").is_file()
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("size", r"s\.0001\.png, frame 1: the scribbles is 32x32 but the plate is 40x40"),
+    ("empty", "the scribbles are empty"),
+])
+def test_when_train_scribbles_gets_bad_scribbles_then_one_line_names_the_cause(
+        tmp_path, capsys, case, message):
+    from mattekit.inference.cli import main
+
+    args = write_tiny_shot(tmp_path, scribble_size=32 if case == "size" else SIZE,
+                           paint=case != "empty")
+    assert main([*args, "--steps", "2"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines()
+              if line.startswith("mattekit: error:")]
+    assert len(errors) == 1 and re.search(message, errors[0]), errors
+    assert not (tmp_path / "cache" / "shot-models").exists()
