@@ -9,6 +9,7 @@
     mattekit cache ls | gc | clear
     mattekit worker start | stop | status
     mattekit farm openjd | opencue --spec job.yaml ...
+    mattekit train scribbles --plate plate.####.exr --alpha matte.####.exr --scribbles s.####.png
 """
 from __future__ import annotations
 
@@ -137,6 +138,9 @@ def _parsed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     from mattekit.inference.farm.cli import add_farm_parser
 
     add_farm_parser(commands)
+    from mattekit.inference.training.cli import add_train_parser
+
+    add_train_parser(commands)
     return parser.parse_args(argv)
 
 
@@ -255,6 +259,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from mattekit.inference.farm.cli import run as run_farm
 
             return run_farm(args)
+        if args.command == "train":
+            from mattekit.inference.training.cli import run as run_train
+
+            return run_train(args)
         return _cache(args)
     except MattekitError as exc:
         print(f"mattekit: error: {exc}", file=sys.stderr)

@@ -68,14 +68,17 @@ def tiny_example(size: int = SIZE):
 
 
 def test_when_the_registry_is_listed_then_it_holds_both_background_matte_architectures():
-    # oavm: video-matte; parallaxnet: parallax-matte; umatting: sparse-4k-refine
-    assert set(ARCHITECTURES) == {"cinematte", "bgvitmatte", "oavm", "parallaxnet", "umatting"}
+    # oavm: video-matte; parallaxnet: parallax-matte; umatting: sparse-4k-refine;
+    # alphacorrection: per-shot scribble fine-tuning
+    assert set(ARCHITECTURES) == {"cinematte", "bgvitmatte", "oavm", "parallaxnet", "umatting",
+                                  "alphacorrection"}
     assert isinstance(tiny("cinematte"), CineMatte)
     assert isinstance(tiny("bgvitmatte"), BgViTMatte)
 
 
 def test_when_an_architecture_or_config_field_is_unknown_then_the_error_names_the_valid_ones():
-    with pytest.raises(ValueError, match="known architectures: bgvitmatte, cinematte"):
+    with pytest.raises(ValueError,
+                       match="known architectures: alphacorrection, bgvitmatte, cinematte"):
         build_model("cinemate")
     with pytest.raises(ValueError, match="valid: .*embed_dim"):
         build_model("cinematte", {"embed_dims": 64})

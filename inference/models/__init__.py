@@ -19,6 +19,9 @@ Architectures, by name (a registry the tests loop over)::
                  between the views, ViTMatte-style head (inference/models/parallax)
     umatting     μMatting: coarse predictor, key region K, sparse 3D convolutional refiner over
                  (T, H, W) with TSCM gating, A = K·A_d + (1-K)·A_c (inference/models/umatting)
+    alphacorrection  a small U-Net that corrects another engine's alpha from (plate, clean
+                 plate or second frame, alpha); fine-tuned per shot on scribbles
+                 (inference/models/correction, inference/training/scribbles.py)
 
 Every network follows one calling convention (RobustVideoMatting's)::
 
@@ -43,6 +46,7 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "oavm": ("mattekit.inference.models.oavm", "OAVM"),
     "parallaxnet": ("mattekit.inference.models.parallax", "ParallaxNet"),
     "umatting": ("mattekit.inference.models.umatting", "UMatting"),
+    "alphacorrection": ("mattekit.inference.models.correction", "AlphaCorrection"),
 }
 
 

@@ -51,13 +51,14 @@ def resize_to(x: Tensor, like: Tensor) -> Tensor:
 
 
 class ConvNormAct(nn.Sequential):
-    """Conv (k x k) + GroupNorm + ReLU: (B, in, H, W) -> (B, out, H / stride, W / stride)."""
+    """Conv (k x k, optionally dilated) + GroupNorm + ReLU:
+    (B, in, H, W) -> (B, out, H / stride, W / stride)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 stride: int = 1):
+                 stride: int = 1, dilation: int = 1):
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
-                      bias=False),
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                      dilation * (kernel_size // 2), dilation=dilation, bias=False),
             nn.GroupNorm(group_count(out_channels), out_channels),
             nn.ReLU(inplace=True),
         )

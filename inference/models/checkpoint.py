@@ -29,13 +29,10 @@ def save_checkpoint(model: Any, path: Union[str, Path],
     return path
 
 
-def load_checkpoint(path: Union[str, Path], map_location: str = "cpu",
-                    architecture: Optional[str] = None) -> Any:
-    """The network saved at `path`, in eval mode. ValueError when the file is not a mattekit
-    checkpoint or holds another architecture than the one asked for."""
+def read_checkpoint(path: Union[str, Path], map_location: str = "cpu") -> dict[str, Any]:
+    """The checkpoint's payload (architecture, config, state_dict, extra) as saved. ValueError
+    when the file is not a mattekit checkpoint."""
     import torch
-
-    from mattekit.inference.models import architecture_class
 
     try:
         payload = torch.load(str(path), map_location=map_location, weights_only=True)
@@ -43,6 +40,16 @@ def load_checkpoint(path: Union[str, Path], map_location: str = "cpu",
         raise ValueError(f"{path}: not a readable torch checkpoint: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a mattekit checkpoint (expected format '{FORMAT}')")
+    return payload
+
+
+def load_checkpoint(path: Union[str, Path], map_location: str = "cpu",
+                    architecture: Optional[str] = None) -> Any:
+    """The network saved at `path`, in eval mode. ValueError when the file is not a mattekit
+    checkpoint or holds another architecture than the one asked for."""
+    from mattekit.inference.models import architecture_class
+
+    payload = read_checkpoint(path, map_location)
     name = payload.get("architecture")
     if architecture is not None and name != architecture:
         raise ValueError(f"{path}: holds a '{name}' network, not '{architecture}'")
