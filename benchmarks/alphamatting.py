@@ -48,3 +48,16 @@ def best_seconds(rvm, engine, plate: np.ndarray, inputs: dict, repeats: int = 3
         engine.process(plate, inputs)
         best_engine = min(best_engine, time.perf_counter() - t0)
     return best_rvm, best_engine
+
+
+def print_mean_table(heading: list[str], results: dict) -> None:
+    """Print a markdown table of each row's per-metric means: `heading` names the leading
+    columns; a key of `results` is the tuple of their values (or the one value), its value the
+    list of per-image metric dicts."""
+    labels = list(next(iter(results.values()))[0])
+    print("| " + " | ".join([*heading, *labels]) + " |")
+    print("|" + "---|" * (len(heading) + len(labels)))
+    for key, rows in results.items():
+        lead = key if isinstance(key, tuple) else (key,)
+        means = [f"{np.mean([r[k] for r in rows]):.2f}" for k in labels]
+        print("| " + " | ".join([*lead, *means]) + " |")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from alphamatting import DATA, best_seconds, linear_to_srgb, load, srgb_to_linear
+from alphamatting import DATA, best_seconds, linear_to_srgb, load, print_mean_table, srgb_to_linear
 
 from mattekit.inference.engines.registry import create_engine
 
@@ -138,13 +138,8 @@ def main() -> None:
                                  ("default engine", ours)):
                 results.setdefault((condition, method), []).append(metrics_for(pred, alpha))
         print(f"{name} done", flush=True)
-    keys = list(next(iter(results.values()))[0])
     print(f"\n{len(names)} images, long side {args.size} px\n")
-    print("| condition | method | " + " | ".join(keys) + " |")
-    print("|---|---|" + "---|" * len(keys))
-    for (condition, method), rows in results.items():
-        means = [np.mean([r[k] for r in rows]) for k in keys]
-        print(f"| {condition} | {method} | " + " | ".join(f"{v:.2f}" for v in means) + " |")
+    print_mean_table(["condition", "method"], results)
     for method, values in seconds.items():
         print(f"{method}: {np.mean(values):.3f} s/frame at {args.size} px")
     # image 2 of the table over its background, as there (a pair that registers at 1080p)

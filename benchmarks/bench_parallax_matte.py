@@ -24,7 +24,7 @@ import warnings
 
 import cv2
 import numpy as np
-from alphamatting import DATA, best_seconds, linear_to_srgb, load, srgb_to_linear
+from alphamatting import DATA, best_seconds, linear_to_srgb, load, print_mean_table, srgb_to_linear
 from bench_background_matte import foreground, metrics_for
 
 from mattekit.inference.engines.registry import create_engine
@@ -153,13 +153,8 @@ def main() -> None:
               f"two {results['engine, second frame'][-1]['MAD']:.1f}; mask: single "
               f"{results['engine, single frame, mask'][-1]['MAD']:.1f} two "
               f"{results['engine, second frame, mask'][-1]['MAD']:.1f}", flush=True)
-    keys = list(next(iter(results.values()))[0])
     print(f"\n{len(names)} images, long side {args.size} px\n")
-    print("| method | " + " | ".join(keys) + " |")
-    print("|---|" + "---|" * len(keys))
-    for method, rows_ in results.items():
-        means = [np.mean([r[k] for r in rows_]) for k in keys]
-        print(f"| {method} | " + " | ".join(f"{v:.2f}" for v in means) + " |")
+    print_mean_table(["method"], results)
     if not args.no_timing:
         print(timing_1080p(rvm, engine, names[0], names[5]))
 

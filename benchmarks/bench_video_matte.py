@@ -30,7 +30,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from alphamatting import DATA, linear_to_srgb, load, srgb_to_linear
+from alphamatting import DATA, linear_to_srgb, load, print_mean_table, srgb_to_linear
 
 from mattekit.inference import metrics
 from mattekit.inference.engines.registry import create_engine
@@ -215,13 +215,8 @@ def main() -> None:
 
 
 def print_tables(rows, per_clip, args) -> None:
-    labels = list(next(iter(rows.values()))[0])
     print(f"\n{len(per_clip)} clips of {args.frames} frames, {args.size} px wide\n")
-    print("| clip | method | " + " | ".join(labels) + " |")
-    print("|---|---|" + "---|" * len(labels))
-    for (setting, method), values in rows.items():
-        means = [np.mean([r[k] for r in values]) for k in labels]
-        print(f"| {setting} | {method} | " + " | ".join(f"{v:.2f}" for v in means) + " |")
+    print_mean_table(["clip", "method"], rows)
     rvm_plain = sum(m[("no distractor", "RVM alone")] for _, m in per_clip)
     rvm_dist = sum(m[("distractor", "RVM alone")] for _, m in per_clip)
     excess = rvm_dist - rvm_plain
