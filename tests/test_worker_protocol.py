@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from worker_helpers import Client, make_plate, start_worker, wait_for, worker_env
+from worker_helpers import Client, make_plate, start_worker_in, wait_for
 
 from mattekit.inference.exrio import read_exr
 from mattekit.inference.render import RenderJob, render
@@ -18,12 +18,7 @@ NODE = "video-matte"
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
-    root = tmp_path_factory.mktemp("worker")
-    work = root / "work"
-    work.mkdir()
-    worker = start_worker(root / "home", root / "cache", ["--allow-root", str(work)],
-                          env=worker_env(root / "home", root / "cache"))
-    worker.work = work  # type: ignore[attr-defined]
+    worker = start_worker_in(tmp_path_factory.mktemp("worker"))
     yield worker
     worker.stop()
 

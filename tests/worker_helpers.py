@@ -169,6 +169,17 @@ def start_worker(home: Path, cache: Path, args: Sequence[str] = (),
     raise RuntimeError("worker did not write worker.json in time")
 
 
+def start_worker_in(root: Path) -> Worker:
+    """A worker with its home, cache and one allowed output root (``root/work``, made here)
+    inside ``root``; ``worker.root`` and ``worker.work`` name them for the tests."""
+    work = root / "work"
+    work.mkdir()
+    worker = start_worker(root / "home", root / "cache", ["--allow-root", str(work)],
+                          env=worker_env(root / "home", root / "cache"))
+    worker.root, worker.work = root, work  # type: ignore[attr-defined]
+    return worker
+
+
 def wait_for(predicate: Any, timeout: float = 10.0, period: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

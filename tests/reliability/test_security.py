@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from worker_helpers import Client, start_worker, worker_env
+from worker_helpers import Client, start_worker_in
 
 from mattekit.inference.exrio import read_exr
 from mattekit.inference.worker import security
@@ -27,12 +27,7 @@ NODE = "video-matte"
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
-    root = tmp_path_factory.mktemp("secure-worker")
-    work = root / "work"
-    work.mkdir()
-    worker = start_worker(root / "home", root / "cache", ["--allow-root", str(work)],
-                          env=worker_env(root / "home", root / "cache"))
-    worker.root, worker.work = root, work  # type: ignore[attr-defined]
+    worker = start_worker_in(tmp_path_factory.mktemp("secure-worker"))
     yield worker
     worker.stop()
 
