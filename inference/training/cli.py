@@ -2,7 +2,7 @@
 
     mattekit train scribbles --plate plate.####.exr --alpha matte.####.exr \
         --scribbles strokes.####.png --frames 1001,1012 [--reference clean.####.exr] \
-        [--base ../shared/data/alphamatting-dev] [--steps 200] [--name shotA]
+        [--base ../shared/data/alphamatting-dev] [--steps 300] [--name shotA]
 
 Reads, on each scribbled frame, the plate (converted to the engines' sRGB 0..1 like a render),
 the alpha an engine made (--alpha: its A channel, else its first), the scribbles (red = subject,
@@ -43,7 +43,7 @@ def add_train_parser(commands: Any) -> argparse.ArgumentParser:
                            help="folder with input/ and alpha/ images for the 80 %% base "
                                 "composites")
     scribbles.add_argument("--name", default="shot", help="checkpoint name (default: shot)")
-    scribbles.add_argument("--steps", type=int, default=200)
+    scribbles.add_argument("--steps", type=int, default=300)
     scribbles.add_argument("--crop", type=int, default=128, help="training crop size (px)")
     scribbles.add_argument("--seed", type=int, default=0)
     scribbles.add_argument("--colorspace", help="input colour space (default: scene_linear for "
