@@ -79,6 +79,7 @@ def test_when_no_engine_is_named_then_the_node_default_engine_is_the_base(shot):
     (("--reference", "x.exr"), r"engine 'rvm-guided' \(video-matte\) takes no clean plate or "
                                r"second view"),
     (("--name", "a/b"), r"shot model name 'a/b'"),
+    (("--engine", "shot:other"), r"the base engine of a shot model is one of the manifest's"),
 ])
 def test_when_the_base_engine_cannot_carry_the_shot_model_then_one_line_says_why(
         shot, capsys, args, message):

@@ -121,6 +121,9 @@ def _parse(name: str, path: Path, manifest: Optional[Manifest]) -> ShotModel:
         raise EngineError(f"{path}: the scribble correction does not name its base engine "
                           "(extra.base_engine); train it again with `mattekit train scribbles "
                           "--engine ENGINE`")
+    if base is not None and str(base).startswith(SHOT_PREFIX):
+        raise EngineError(f"{path}: the base engine '{base}' is itself a shot model; a shot "
+                          "model corrects a manifest engine")
     if base is not None:
         base_spec = engine_spec(str(base), manifest)  # an unknown one lists the valid ones
         if node and node != base_spec.node:

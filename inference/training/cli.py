@@ -92,9 +92,17 @@ def resolve_base(args: argparse.Namespace) -> BaseEngine:
     """The base engine of `train scribbles` (--engine, else --node's default); MattekitError
     when it belongs to another node, or when a reference is given to an engine that has none
     (the shot model would never get one at render)."""
-    from mattekit.inference.engines.registry import default_engine, engine_spec, load_manifest
+    from mattekit.inference.engines.registry import (
+        SHOT_PREFIX,
+        default_engine,
+        engine_spec,
+        load_manifest,
+    )
 
     manifest = load_manifest()
+    if args.engine and args.engine.startswith(SHOT_PREFIX):
+        raise MattekitError(f"--engine {args.engine}: the base engine of a shot model is one of "
+                            "the manifest's (mattekit models lists them), not a shot model")
     spec = (engine_spec(args.engine, manifest) if args.engine
             else default_engine(args.node, manifest))
     if spec.node != args.node:
