@@ -5,7 +5,8 @@
     mattekit render parallax-matte --plate plate.####.exr --reference-offset 2 --out matte.####.exr
     mattekit render sparse-4k-refine --plate plate.####.exr --coarse rough.####.exr --out a.####.exr
     mattekit demo
-    mattekit models
+    mattekit models [--cache-dir DIR]
+    mattekit render video-matte --plate plate.####.exr --engine shot:shotA --out a.####.exr
     mattekit cache ls | gc | clear
     mattekit worker start | stop | status
     mattekit farm openjd | opencue --spec job.yaml ...
@@ -88,7 +89,9 @@ def _parsed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                                            "(default: $OCIO, else mattekit's "
                                                            "pinned built-in config)")
     render.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    render.add_argument("--engine", help="engine name (default: the node's default engine)")
+    render.add_argument("--engine", help="engine name (default: the node's default engine); "
+                                         "shot:NAME = the shot model NAME of the cache folder "
+                                         "(mattekit train scribbles --name NAME)")
     render.add_argument("--param", action="append", type=_parse_param, default=[],
                         metavar="NAME=VALUE", help="engine parameter (repeatable)")
     render.add_argument("--compression", default="piz",
@@ -108,7 +111,11 @@ def _parsed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                       help="folder for the demo's files (default: ./mattekit-demo)")
     demo.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
-    commands.add_parser("models", help="list engines and model files with licence and checksum")
+    models = commands.add_parser("models", help="list engines and model files with licence and "
+                                                "checksum, and the shot models of the cache")
+    models.add_argument("--cache-dir", type=Path, help="cache folder whose shot models are "
+                                                       "listed (default: $MATTEKIT_CACHE or the "
+                                                       "user cache folder)")
 
     cache = commands.add_parser("cache", help="inspect or trim the result cache")
     cache.add_argument("action", choices=["ls", "gc", "clear"])
@@ -186,7 +193,7 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _models() -> int:
+def _models(cache_dir: Optional[Path] = None) -> int:
     from mattekit.inference.engines.registry import load_manifest, model_path
 
     manifest = load_manifest()
@@ -210,7 +217,24 @@ def _models() -> int:
         print(f"  model {model.model_id}: {model.description}")
         print(f"    licence {model.licence}; sha256 {model.sha256}")
         print(f"    file {where}")
+    _shot_models(cache_dir, manifest)
     return 0
+
+
+def _shot_models(cache_dir: Optional[Path], manifest: Any) -> None:
+    """The shot models of the cache folder (engines shot:NAME), or why one cannot run."""
+    from mattekit.inference.engines.shot import list_shot_models, shot_models_folder
+
+    found = list_shot_models(cache_dir, manifest)
+    print(f"shot models in {shot_models_folder(cache_dir)}: {len(found) or 'none'}")
+    for name, spec in found:
+        if isinstance(spec, MattekitError):
+            print(f"engine {name}  UNUSABLE: {spec}")
+            continue
+        assert spec.shot is not None
+        base = f"; base engine {spec.shot.base_engine}" if spec.shot.base_engine else ""
+        print(f"engine {name}  (node {spec.node}; {spec.shot.kind}{base})")
+        print(f"  file {spec.shot.path}; sha256 {spec.shot.sha256}")
 
 
 def _cache(args: argparse.Namespace) -> int:
@@ -246,7 +270,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             run_demo(args.out, device=args.device)
             return 0
         if args.command == "models":
-            return _models()
+            return _models(args.cache_dir)
         if args.command == "eval":
             from mattekit.inference.evaluate import run as run_eval
 

@@ -226,7 +226,7 @@ class _Renderer:
         self.job = job
         self.cancel = cancel
         manifest = load_manifest()
-        self.spec = (engine_spec(job.engine, manifest) if job.engine
+        self.spec = (engine_spec(job.engine, manifest, job.cache_root) if job.engine
                      else default_engine(job.node, manifest))
         if self.spec.node != job.node:
             raise MattekitError(
@@ -253,7 +253,8 @@ class _Renderer:
         self.config = ocio.load_config(job.ocio_config)
         self.input_space = default_input_space(self.config, self.paths[0], job.colorspace)
         # a warm engine may be handed in (the worker keeps models loaded between requests)
-        self.engine = engine or create_engine(self.spec.name, job.device, job.params, manifest)
+        self.engine = engine or create_engine(self.spec.name, job.device, job.params, manifest,
+                                              job.cache_root)
         self.to_engine = ocio.Converter(self.config, self.input_space, self.engine.input_space,
                                         threads=job.io_threads)
         self.to_input = self.to_engine.inverse()

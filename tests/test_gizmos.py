@@ -136,9 +136,29 @@ def test_when_params_are_declared_then_types_and_defaults_match_the_engine(gizmo
             assert float(value) == float(param.default)
 
 
-def test_when_the_tabs_are_listed_then_engine_quality_colour_and_cache_are_there(gizmo):
+def test_when_the_tabs_are_listed_then_engine_quality_colour_cache_and_shot_are_there(gizmo):
     tabs = [name for name, spec in gizmo["knobs"].items() if spec["type"] == "Tab"]
-    assert tabs == ["mattekit", "quality", "colour", "cache"]
+    assert tabs == ["mattekit", "quality", "colour", "cache", "shot"]
+
+
+def test_when_the_shot_model_tab_is_parsed_then_train_and_use_shot_model_are_on_it(gizmo):
+    declared = gizmo["knobs"]
+    names = list(declared)
+    on_tab = names[names.index("shot") + 1:]
+    for name in knobs.SHOT_KNOBS:
+        assert name in on_tab, f"{gizmo['type'].gizmo}: {name} is not on the Shot model tab"
+    assert declared["shot"]["l"] == "Shot model"
+    assert declared[knobs.SHOT_MODEL]["type"] == declared[knobs.SHOT_FRAMES]["type"] == "String"
+    assert declared[knobs.SHOT_STEPS]["type"] == "Int"
+    assert int(gizmo["header"][knobs.SHOT_STEPS]) == knobs.DEFAULT_SHOT_STEPS
+    assert declared[knobs.USE_SHOT]["type"] == "Boolean"
+    assert knobs.USE_SHOT not in gizmo["header"]  # off until the user turns it on
+    button = declared[knobs.TRAIN_SHOT]
+    assert button["type"] == "PyScript"
+    assert "shot.train_shot(nuke.thisNode())" in button["T"]
+    compile(button["T"], knobs.TRAIN_SHOT, "exec")
+    # the Scribbles input is the last one (earlier inputs keep their numbers)
+    assert gizmo["type"].inputs[-1] == knobs.SCRIBBLES
 
 
 def test_when_inputs_are_listed_then_they_are_labelled_in_the_plugin_order(gizmo):

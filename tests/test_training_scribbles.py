@@ -193,6 +193,7 @@ def write_tiny_shot(folder, scribble_size: int = SIZE, paint: bool = True) -> li
     return ["train", "scribbles", "--plate", str(folder / "plate" / "p.####.png"),
             "--alpha", str(folder / "alpha" / "a.####.png"),
             "--scribbles", str(folder / "strokes" / "s.####.png"),
+            "--node", "background-matte",  # an engine with a clean plate: the reference
             "--reference", str(folder / "clean" / "c.####.png"), "--frames", "1,2",
             "--cache-dir", str(folder / "cache"), "--device", "cpu", "--quiet"]
 

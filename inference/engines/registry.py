@@ -16,14 +16,18 @@ import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import yaml
 
 from mattekit.inference import __version__
 from mattekit.inference.errors import EngineError, NotImplementedEngineError
 
+if TYPE_CHECKING:
+    from mattekit.inference.engines.shot import ShotModel
+
 MANIFEST_PATH = Path(__file__).with_name("manifest.yaml")
+SHOT_PREFIX = "shot:"  # engine names of per-shot models: shot:NAME (engines/shot.py)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,9 @@ class EngineSpec:
     required_inputs: tuple[str, ...] = ()
     # inputs given on key frames only: their sequence may hold any subset of the frames
     key_inputs: tuple[str, ...] = ()
+    # a per-shot engine (``shot:NAME``, engines/shot.py): the checkpoint it runs; None for
+    # the manifest's engines
+    shot: Optional["ShotModel"] = None
 
 
 @dataclass(frozen=True)
@@ -109,14 +116,22 @@ def parse_manifest(path: Path) -> Manifest:
     return Manifest(models=models, engines=engines, default_engines=defaults)
 
 
-def engine_spec(name: str, manifest: Optional[Manifest] = None) -> EngineSpec:
-    """The spec of an engine by name; an unknown name lists the valid ones."""
+def engine_spec(name: str, manifest: Optional[Manifest] = None,
+                cache_root: Optional[Path] = None) -> EngineSpec:
+    """The spec of an engine by name; an unknown name lists the valid ones. ``shot:NAME`` is
+    the per-shot engine trained into ``<cache_root>/shot-models/NAME.pt`` (engines/shot.py;
+    cache_root None: the default cache folder)."""
     manifest = manifest or load_manifest()
+    if name.startswith(SHOT_PREFIX):
+        from mattekit.inference.engines.shot import shot_spec
+
+        return shot_spec(name, cache_root, manifest)
     try:
         return manifest.engines[name]
     except KeyError:
         valid = ", ".join(sorted(manifest.engines))
-        raise EngineError(f"unknown engine '{name}'; known engines: {valid}") from None
+        raise EngineError(f"unknown engine '{name}'; known engines: {valid}, or "
+                          f"{SHOT_PREFIX}NAME for a shot model") from None
 
 
 def default_engine(node: str, manifest: Optional[Manifest] = None) -> EngineSpec:
@@ -177,10 +192,11 @@ def verified_model_path(model: ModelSpec) -> Path:
 
 
 def create_engine(name: str, device: str = "auto", params: Optional[Mapping[str, Any]] = None,
-                  manifest: Optional[Manifest] = None) -> Any:
-    """Import the engine's module and build it with its verified model file and params."""
+                  manifest: Optional[Manifest] = None, cache_root: Optional[Path] = None) -> Any:
+    """Import the engine's module and build it with its verified model file and params
+    (``cache_root``: where a ``shot:NAME`` engine's checkpoint is looked up)."""
     manifest = manifest or load_manifest()
-    spec = engine_spec(name, manifest)
+    spec = engine_spec(name, manifest, cache_root)
     merged = {**spec.defaults, **(params or {})}
     unknown = sorted(set(merged) - set(spec.defaults))
     if unknown:

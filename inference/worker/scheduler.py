@@ -183,10 +183,11 @@ class EnginePool:
         self._idle: dict[EngineKey, list[tuple[Any, float]]] = {}
         self._busy: dict[EngineKey, int] = {}
 
-    def checkout(self, name: str, device: str,
-                 params: Mapping[str, Any]) -> tuple[EngineKey, Any]:
-        """A warm engine (reset to a fresh shot) or a new one."""
-        key = (name, device, params_key(params))
+    def checkout(self, name: str, device: str, params: Mapping[str, Any],
+                 stamp: str = "") -> tuple[EngineKey, Any]:
+        """A warm engine (reset to a fresh shot) or a new one. ``stamp`` tells versions of
+        one name apart (a shot model's checksum: a retrained one is a new engine)."""
+        key = (name, device, params_key(params) + (f"@{stamp}" if stamp else ""))
         with self._lock:
             idle = self._idle.get(key)
             engine = idle.pop()[0] if idle else None

@@ -27,6 +27,7 @@ from mattekit.inference import __version__
 from mattekit.inference.engines.registry import (
     MANIFEST_PATH,
     Manifest,
+    create_engine,
     default_engine,
     engine_spec,
     load_manifest,
@@ -137,6 +138,24 @@ def _providers_for(device: str) -> tuple[str, list[str]]:
     if device == "cpu" or (device == "auto" and not cuda):
         return "cpu", ["CPUExecutionProvider"]
     return "cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def shot_model_entries(cache_root: Path, manifest: Manifest) -> list[dict[str, Any]]:
+    """The ``models`` reply's entries for the shot models in the cache root: ``installed``
+    false (and ``error``) where one cannot run."""
+    from mattekit.inference.engines.shot import list_shot_models
+
+    entries: list[dict[str, Any]] = []
+    for name, found in list_shot_models(cache_root, manifest):
+        entry: dict[str, Any] = {"name": name, "model": None, "licence": None}
+        if isinstance(found, MattekitError):
+            entry.update(node=None, sha256=None, installed=False, error=str(found))
+        else:
+            assert found.shot is not None
+            entry.update(node=found.node, sha256=found.shot.sha256, installed=True,
+                         kind=found.shot.kind, base_engine=found.shot.base_engine)
+        entries.append(entry)
+    return entries
 
 
 class Connection:
@@ -308,7 +327,7 @@ class WorkerServer:
         self.roots = resolved_roots([self.cache_root, *config.allow_roots])
         self.device, self.providers = _providers_for(config.device)
         self.log_path = self.home / "worker.log"
-        self.pool = EnginePool(config.idle_timeout)
+        self.pool = EnginePool(config.idle_timeout, factory=self._create_engine)
         self.scheduler = Scheduler(self._start_request)
         self.started = time.time()
         self._clock = time.monotonic()
@@ -328,6 +347,10 @@ class WorkerServer:
         self.listener.listen(64)
         self.listener.settimeout(ACCEPT_POLL_SECONDS)
         self.port: int = self.listener.getsockname()[1]
+
+    def _create_engine(self, name: str, device: str, params: Any) -> Any:
+        """A new engine; ``shot:NAME`` engines come from this worker's cache root."""
+        return create_engine(name, device, params, cache_root=self.cache_root)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -497,6 +520,7 @@ class WorkerServer:
                             "licence": model.licence if model else None,
                             "sha256": model.sha256 if model else None,
                             "installed": installed})
+        engines.extend(shot_model_entries(self.cache_root, manifest))
         connection.send({"id": request_id, "ok": True, "engines": engines,
                          "nodes": dict(sorted(manifest.default_engines.items()))})
 
@@ -584,7 +608,7 @@ class WorkerServer:
             if request.cancel.is_set():
                 raise RenderCancelled("cancelled before it started")
             manifest = self.manifest()
-            spec = (engine_spec(job.engine, manifest) if job.engine
+            spec = (engine_spec(job.engine, manifest, self.cache_root) if job.engine
                     else default_engine(job.node, manifest))
             request.total = frame_count(job)
             connection.send({"id": request.id, "event": "started", "total": request.total})
@@ -597,7 +621,8 @@ class WorkerServer:
                                  "total": request.total})
                 self.scheduler.checkpoint(request)
 
-            key, engine = self.pool.checkout(spec.name, job.device, job.params)
+            key, engine = self.pool.checkout(spec.name, job.device, job.params,
+                                             spec.shot.sha256 if spec.shot else "")
             try:
                 report = render(job, on_frame=on_frame, cancel=request.cancel, engine=engine)
             finally:

@@ -185,6 +185,17 @@ def _output_tail(path: Path, limit: int = 4096) -> str:
     return lines[-1] if lines else ""
 
 
+def worker_environment(home: Path) -> Dict[str, str]:
+    """The environment of a process of the worker's Python (the worker, `mattekit train`):
+    this one without the host's Python settings, with the worker's own PYTHONPATH if set."""
+    env = {k: v for k, v in os.environ.items() if k not in HOST_PYTHON_VARIABLES}
+    own_path = os.environ.get(WORKER_PYTHONPATH_ENV)
+    if own_path:
+        env["PYTHONPATH"] = own_path
+    env[paths.HOME_ENV] = str(home)
+    return env
+
+
 class WorkerClient:
     """Talks to the mattekit worker of one home folder, starting it when needed and allowed.
 
@@ -489,12 +500,7 @@ class WorkerClient:
             time.sleep(SPAWN_POLL_SECONDS)
 
     def _worker_env(self) -> Dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in HOST_PYTHON_VARIABLES}
-        own_path = os.environ.get(WORKER_PYTHONPATH_ENV)
-        if own_path:
-            env["PYTHONPATH"] = own_path
-        env[paths.HOME_ENV] = str(self.home)
-        return env
+        return worker_environment(self.home)
 
     def _spawn(self, python: str) -> subprocess.Popen[bytes]:
         """Start ``python -m mattekit.inference.worker start --foreground`` detached from this

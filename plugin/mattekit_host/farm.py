@@ -143,7 +143,7 @@ def matte_entry(state: knobs.NodeState, out: str, project: Tuple[int, int]) -> D
         "plate": state.plate_read.pattern,
         "out": out,
         "frames": knobs.frames_text(first, last),
-        "engine": knobs.engine_from_knobs(state.values),
+        "engine": knobs.job_engine(state.values, state.name),
         "colorspace": knobs.job_colorspace(state),
         "device": knobs.device_from_knobs(state.values),
         "params": knobs.params_from_knobs(state.kind, state.values, state.full_name),

@@ -50,9 +50,18 @@ RESULT_FIRST = "result_first"
 RESULT_LAST = "result_last"
 RESULT_COLORSPACE = "result_colorspace"  # empty: read the results raw
 RESULT_KNOBS = (RESULT_FILE, RESULT_FIRST, RESULT_LAST, RESULT_COLORSPACE)
+# The "Shot model" tab (shot.py): scribble fine-tuning of the node's engine, then rendering
+# with the result (engine ``shot:NAME`` of the worker's cache folder).
+SHOT_MODEL = "shot_model"            # the shot model's name; empty = the node's name
+SHOT_FRAMES = "shot_frames"          # the frames the Scribbles input is painted on
+SHOT_STEPS = "shot_steps"            # fine-tuning steps
+TRAIN_SHOT = "train_shot"            # the Train button
+USE_SHOT = "use_shot_model"          # render with shot:NAME instead of the Engine knob's
+SHOT_KNOBS = (SHOT_MODEL, SHOT_FRAMES, SHOT_STEPS, TRAIN_SHOT, USE_SHOT)
 COMMON_KNOBS = (ENGINE, DEVICE, INPUT_COLORSPACE, FRAME_RANGE, OUTPUT, CACHE_FOLDER,
                 CLEAR_CACHE, PROCESS_FRAME, PROCESS_RANGE, STATUS, NODE_KIND, SIGNATURE,
-                RESULT_FILE, RESULT_FIRST, RESULT_LAST, RESULT_COLORSPACE, SUBMIT_FARM)
+                RESULT_FILE, RESULT_FIRST, RESULT_LAST, RESULT_COLORSPACE, SUBMIT_FARM
+                ) + SHOT_KNOBS
 
 #: Internal nodes of every gizmo, by name.
 RESULT_READ = "Result"
@@ -70,6 +79,11 @@ JOB_INPUT_FIELDS: Dict[str, Dict[str, str]] = {
     "parallax-matte": {"Reference": "reference", "Mask": "mask"},
     "sparse-4k-refine": {"Coarse": "coarse", "Mask": "mask"},
 }
+#: Inputs every gizmo has for training its shot model only: never part of a render job.
+SCRIBBLES = "Scribbles"
+TRAINING_INPUTS = (SCRIBBLES,)
+SHOT_PREFIX = "shot:"                # the worker's engine name of a shot model
+DEFAULT_SHOT_STEPS = 200
 #: The node whose plate also serves as its own second view, ``reference_offset`` frames away,
 #: when its Reference input is not connected (the internal Write renders those frames too).
 OFFSET_REFERENCE = {"parallax-matte": ("Reference", "reference_offset")}
@@ -126,21 +140,21 @@ def internal_write_name(input_name: str) -> str:
 
 _GUIDED = (DEFAULT_ENGINE, "rvm-guided")  # VideoMatte knobs only the guided engine takes
 NODE_TYPES: Dict[str, NodeType] = {t.gizmo: t for t in (
-    NodeType("BackgroundMatte", "background-matte", ("Plate", "CleanPlate", "Mask"),
+    NodeType("BackgroundMatte", "background-matte", ("Plate", "CleanPlate", "Mask", SCRIBBLES),
              (DEFAULT_ENGINE,),
              (ParamKnob("register", "bool", True),
               ParamKnob("max_shift", "float", 0.25, 0.0),
               ParamKnob("shadow_tolerance", "float", 0.6, 0.0),
               ParamKnob("prior_strength", "float", 0.5, 0.0),
               ParamKnob("edge_softness", "float", 1.0, 0.0))),
-    NodeType("ParallaxMatte", "parallax-matte", ("Plate", "Reference", "Mask"),
+    NodeType("ParallaxMatte", "parallax-matte", ("Plate", "Reference", "Mask", SCRIBBLES),
              (DEFAULT_ENGINE,),
              (ParamKnob("reference_offset", "int", 2),
               ParamKnob("trimap_band", "int", 16, 1),
               ParamKnob("flow_size", "int", 1024, 64),
               ParamKnob("motion_trimap", "bool", True),
               ParamKnob("patch_size", "int", 0, 0))),
-    NodeType("VideoMatte", "video-matte", ("Plate", "Mask"),
+    NodeType("VideoMatte", "video-matte", ("Plate", "Mask", SCRIBBLES),
              (DEFAULT_ENGINE, "rvm-guided", "rvm"),
              (ParamKnob("downsample_target", "int", 512, 64),
               ParamKnob("cut_threshold", "float", 0.25, 0.0),
@@ -151,7 +165,7 @@ NODE_TYPES: Dict[str, NodeType] = {t.gizmo: t for t in (
               ParamKnob("memory_threshold", "float", 0.6, 0.0, engines=_GUIDED),
               ParamKnob("key_tolerance", "float", 0.03, 0.0, engines=_GUIDED)),
              temporal=True, key_inputs=("Mask",), host_knobs=(MASK_FRAMES,)),
-    NodeType("Sparse4KRefine", "sparse-4k-refine", ("Plate", "Coarse", "Mask"),
+    NodeType("Sparse4KRefine", "sparse-4k-refine", ("Plate", "Coarse", "Mask", SCRIBBLES),
              (DEFAULT_ENGINE,),
              (ParamKnob("coarse_size", "int", 512, 64),
               ParamKnob("low_threshold", "float", 0.02, 0.0),
@@ -213,6 +227,24 @@ def engine_from_knobs(values: Mapping[str, Any]) -> Optional[str]:
     """The job's ``engine``: None (the node's default) for "default" or an empty knob."""
     text = str(values.get(ENGINE) or "").strip()
     return None if text in ("", DEFAULT_ENGINE) else text
+
+
+def shot_model_name(values: Mapping[str, Any], node_name: str) -> str:
+    """The node's shot model: the ``shot_model`` knob, else the node's own name."""
+    name = str(values.get(SHOT_MODEL) or "").strip() or node_name
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name) or name.endswith(".pt"):
+        raise KnobError(f"knob '{SHOT_MODEL}' is {name!r}; name the shot model with letters, "
+                        "digits, '_', '.' and '-'")
+    return name
+
+
+def job_engine(values: Mapping[str, Any], node_name: str) -> Optional[str]:
+    """The engine a job names: ``shot:NAME`` when "Use shot model" is on, else the Engine
+    knob's (None: the node's default). The parameters stay those of the Engine knob's engine:
+    the shot model runs after it (its base engine)."""
+    if values.get(USE_SHOT):
+        return SHOT_PREFIX + shot_model_name(values, node_name)
+    return engine_from_knobs(values)
 
 
 def device_from_knobs(values: Mapping[str, Any]) -> str:
@@ -460,7 +492,7 @@ def signature(state: NodeState) -> str:
     plate = state.plate_read.pattern if state.plate_read is not None else "<internal Write>"
     payload = {
         "node": kind.worker_node,
-        "engine": engine_from_knobs(state.values),
+        "engine": job_engine(state.values, state.name),
         "params": params_from_knobs(state.kind, state.values, state.full_name),
         "colorspace": job_colorspace(state),
         "plate": plate,
@@ -487,7 +519,7 @@ def build_job(state: NodeState, cache_root: str, first: int, last: int) -> JobPl
     extras: Dict[str, str] = {}
     warnings: List[str] = []
     for extra in kind.inputs[1:]:
-        if extra not in state.connected:
+        if extra not in state.connected or extra in TRAINING_INPUTS:
             continue
         if extra in fields:
             pattern = input_pattern(work, extra)
@@ -533,7 +565,7 @@ def build_job(state: NodeState, cache_root: str, first: int, last: int) -> JobPl
         "plate": plate,
         "frames": frames_text(first, last),
         "out": result,
-        "engine": engine_from_knobs(state.values),
+        "engine": job_engine(state.values, state.name),
         "colorspace": job_colorspace(state),
         "device": device_from_knobs(state.values),
         "params": params_from_knobs(state.kind, state.values, state.full_name),

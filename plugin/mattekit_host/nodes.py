@@ -63,7 +63,7 @@ class Outcome:
         return self.error is None
 
 
-class _TaskCancel(threading.Event):
+class TaskCancel(threading.Event):
     """The cancel Event the client polls, set as soon as the ProgressTask's cancel is hit."""
 
     def __init__(self, task: Any = None):
@@ -114,7 +114,7 @@ def _value(node: nuke.Node, name: str, default: Any = None) -> Any:
     return default if knob is None else knob.value()
 
 
-def _key(node: nuke.Node) -> str:
+def node_key(node: nuke.Node) -> str:
     import nuke
 
     return f"{nuke.root().name()}::{node.fullName()}"
@@ -315,7 +315,7 @@ def remove_input_frames(pattern: str) -> int:
     return removed
 
 
-def _render_input_frames(node: nuke.Node, write_name: str, pattern: str, frames: List[int],
+def render_input_frames(node: nuke.Node, write_name: str, pattern: str, frames: List[int],
                          replace: bool) -> None:
     """Render one internal Write on ``frames`` (contiguous runs, one execute each); with
     ``replace``, its earlier files go first. Main thread only."""
@@ -325,7 +325,7 @@ def _render_input_frames(node: nuke.Node, write_name: str, pattern: str, frames:
         _render_input(node, write_name, pattern, run_first, run_last)
 
 
-def _direct(function: Callable[..., Any], *args: Any) -> Any:
+def call_here(function: Callable[..., Any], *args: Any) -> Any:
     return function(*args)
 
 
@@ -337,7 +337,7 @@ def _captured(function: Callable[..., Any], *args: Any) -> Tuple[bool, Any]:
         return False, exc
 
 
-def _in_main_thread(function: Callable[..., Any], *args: Any) -> Any:
+def in_main_thread(function: Callable[..., Any], *args: Any) -> Any:
     """Call ``function(*args)`` in Nuke's main thread and return its result; its exception
     is raised here (whatever Nuke itself does with exceptions of such calls)."""
     import nuke
@@ -353,7 +353,7 @@ def _in_main_thread(function: Callable[..., Any], *args: Any) -> Any:
     return value
 
 
-def _post_to_main_thread(function: Callable[..., Any], *args: Any) -> None:
+def post_to_main_thread(function: Callable[..., Any], *args: Any) -> None:
     """Fire and forget (progress on the status line must not slow the render down)."""
     import nuke
 
@@ -381,17 +381,9 @@ def remove_results(work: str, node_name: str) -> int:
     return removed
 
 
-def run(node: nuke.Node, state: knobs.NodeState, first: int, last: int,
-        main: MainCaller = _direct, post: Optional[MainCaller] = None,
-        task: Any = None, cancel: Optional[threading.Event] = None,
-        client: Optional[WorkerClient] = None) -> Outcome:
-    """Process frames first..last of one node (steps 2 and 3); never raises for a failure
-    of the node itself: the Outcome carries it, and it is already on the node."""
-    post = post or main
-    cancel = cancel if cancel is not None else _TaskCancel(task)
-    outcome = Outcome(node=state.full_name, first=first, last=last)
-    started = time.monotonic()
-
+def reporter(node: nuke.Node, task: Any, post: MainCaller) -> Callable[..., None]:
+    """``message(text, percent=None)``: progress on the ProgressTask (when there is one) and
+    on the node's status line (through ``post``: the main thread)."""
     def message(text: str, percent: Optional[int] = None) -> None:
         if task is not None:
             task.setMessage(text)
@@ -399,6 +391,20 @@ def run(node: nuke.Node, state: knobs.NodeState, first: int, last: int,
                 task.setProgress(int(percent))
         post(set_status, node, text)
 
+    return message
+
+
+def run(node: nuke.Node, state: knobs.NodeState, first: int, last: int,
+        main: MainCaller = call_here, post: Optional[MainCaller] = None,
+        task: Any = None, cancel: Optional[threading.Event] = None,
+        client: Optional[WorkerClient] = None) -> Outcome:
+    """Process frames first..last of one node (steps 2 and 3); never raises for a failure
+    of the node itself: the Outcome carries it, and it is already on the node."""
+    post = post or main
+    cancel = cancel if cancel is not None else TaskCancel(task)
+    outcome = Outcome(node=state.full_name, first=first, last=last)
+    started = time.monotonic()
+    message = reporter(node, task, post)
     try:
         worker = client or WorkerClient()
         message("connecting to the mattekit worker", 0)
@@ -415,7 +421,7 @@ def run(node: nuke.Node, state: knobs.NodeState, first: int, last: int,
             frames = plan.write_frames.get(write_name, list(range(first, last + 1)))
             message(f"rendering the {write_name[len('Write_'):]} input, frames "
                     f"{knobs.frames_summary(frames)}", 0)
-            main(_render_input_frames, node, write_name, pattern, frames,
+            main(render_input_frames, node, write_name, pattern, frames,
                  write_name in plan.replace_writes)
 
         def on_event(event: Dict[str, Any]) -> None:
@@ -470,34 +476,46 @@ def process_in_background(node: nuke.Node, first: int, last: int,
                           client: Optional[WorkerClient] = None) -> Optional[threading.Thread]:
     """Start a Process on a background thread with a ProgressTask; None if the node is
     already processing or its knobs are unusable (the status line says why)."""
-    import nuke
-
-    key = _key(node)
     try:
         state = snapshot(node)
     except MattekitHostError as exc:
         _report_failure(node, Outcome(node=node.fullName(), first=first, last=last,
                                       error=str(exc), code=type(exc).__name__))
         return None
+    return start_background(
+        node, "process", f"processing frames {first}-{last}",
+        lambda task: run(node, state, first, last, main=in_main_thread,
+                         post=post_to_main_thread, task=task, client=client))
+
+
+def start_background(node: nuke.Node, purpose: str, status: str,
+                     work: Callable[[Any], Any]) -> Optional[threading.Thread]:
+    """Run ``work(task)`` on a background thread with a ``nuke.ProgressTask`` named after the
+    node; None (and the status says so) while the node is already busy with the same purpose
+    (a Process, a Train)."""
+    import nuke
+
+    key = f"{node_key(node)}::{purpose}"
+    full_name = node.fullName()
     with _RUNNING_LOCK:
         running = _RUNNING.get(key)
         if running is not None and running.is_alive():
-            set_status(node, "already processing; wait for it or cancel it in the progress bar")
+            set_status(node, f"already {status.split()[0]}; wait for it or cancel it in the "
+                             "progress bar")
             return None
-        set_status(node, f"processing frames {first}-{last}")
+        set_status(node, status)
 
-        def work() -> None:
-            task = nuke.ProgressTask(f"mattekit {state.full_name}")
+        def body() -> None:
+            task = nuke.ProgressTask(f"mattekit {full_name}")
             try:
-                run(node, state, first, last, main=_in_main_thread, post=_post_to_main_thread,
-                    task=task, client=client)
+                work(task)
             finally:
                 del task
                 with _RUNNING_LOCK:
                     if _RUNNING.get(key) is thread:
                         del _RUNNING[key]
 
-        thread = threading.Thread(target=work, name=f"mattekit {state.full_name}", daemon=True)
+        thread = threading.Thread(target=body, name=f"mattekit {full_name}", daemon=True)
         _RUNNING[key] = thread
     thread.start()
     return thread
