@@ -236,3 +236,26 @@ def test_when_the_teacher_is_a_student_then_distillation_refuses(shot, capsys):
     assert distill(shot, "--teacher", "shot:first", "--steps", "1", "--name", "second") == 1
     assert re.search(r"--teacher shot:first is itself a student", capsys.readouterr().err)
     assert not shot_model_path("second", shot["cache"]).exists()
+
+
+def test_when_the_teacher_is_a_scribble_correction_then_the_student_learns_its_alpha(
+        shot, capsys):
+    import cv2
+
+    strokes = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    strokes[20:30, 30, 2] = 255   # blue: background
+    strokes[40:44, 32, 0] = 255   # red: subject
+    folder = Path(shot["plate"]).parent.parent / "strokes"
+    folder.mkdir()
+    for frame in (1, 2):
+        cv2.imwrite(str(folder / f"s.{frame:04d}.png"), strokes[..., ::-1])
+    assert main(["train", "scribbles", "--plate", shot["plate"], "--scribbles",
+                 str(folder / "s.####.png"), "--frames", "1,2", "--engine", "rvm",
+                 "--cache-dir", str(shot["cache"]), "--device", "cpu", "--quiet",
+                 "--steps", "2", "--crop", "32", "--name", "hero"]) == 0
+    assert distill(shot, "--teacher", "shot:hero", "--steps", "2", "--width", "4",
+                   "--name", "hero-fast") == 0
+    assert "agreement with shot:hero" in capsys.readouterr().out
+    extra = read_checkpoint(shot_model_path("hero-fast", shot["cache"]))["extra"]
+    assert (extra["kind"], extra["node"], extra["teacher"]) == ("student", "video-matte",
+                                                                "shot:hero")
