@@ -71,6 +71,13 @@ def teacher_model(clean: np.ndarray, scribbled: list[ScribbledFrame], steps: int
     return model, time.perf_counter() - started
 
 
+def stacked(crops: list[dict[str, np.ndarray]], key: str) -> torch.Tensor:
+    """The plane `key` of every crop as one (B, C, H, W) tensor."""
+    planes = np.stack([c[key] for c in crops])
+    chw = planes[:, None] if planes.ndim == 3 else planes.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(chw, np.float32))
+
+
 def train_on_scribbles(model: torch.nn.Module, scribbled: list[ScribbledFrame],
                        config: DistillConfig) -> list[float]:
     """(b): the student trained on the strokes alone, with distillation's optimiser, steps,
@@ -84,20 +91,31 @@ def train_on_scribbles(model: torch.nn.Module, scribbled: list[ScribbledFrame],
         crops = [scribble_crop(scribbled[int(rng.integers(len(scribbled)))],
                                (config.crop, config.crop), rng)
                  for _ in range(config.batch_size)]
-
-        def stack(key: str) -> torch.Tensor:
-            planes = np.stack([c[key] for c in crops])
-            chw = planes[:, None] if planes.ndim == 3 else planes.transpose(0, 3, 1, 2)
-            return torch.from_numpy(np.ascontiguousarray(chw, np.float32))
-
-        pha = model(stack("src"), stack("ref"))
-        target, mask = stack("target"), stack("mask")
+        src, ref, target, mask = (stacked(crops, key) for key in ("src", "ref", "target",
+                                                                   "mask"))
+        pha = model(src, ref)
         loss = sum(masked_l1(pha[i], target[i], mask[i]) for i in range(len(crops))) / len(crops)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         losses.append(float(loss.detach()))
     return losses
+
+
+def cpu_seconds(engine, correction, student, plate: np.ndarray, clean: np.ndarray,
+                size: tuple[int, int]) -> tuple[float, float]:
+    """(teacher, student) seconds per frame on `plate` resized to `size` (h, w): the engine
+    on linear inputs + the correction, and the student alone (median of 3 after a warm run)."""
+    plate = cv2.resize(plate, size[::-1], interpolation=cv2.INTER_LINEAR)
+    clean = cv2.resize(clean, size[::-1], interpolation=cv2.INTER_LINEAR)
+    linear, linear_clean = srgb_to_linear(plate), srgb_to_linear(clean)
+
+    def run_teacher() -> None:
+        matte = engine.process(linear, {"clean_plate": linear_clean})
+        correct_alpha(correction, plate, clean, matte.alpha.astype(np.float32))
+
+    return (median_seconds(run_teacher),
+            median_seconds(lambda: predict_student(student, plate, clean)))
 
 
 def main() -> int:
@@ -143,16 +161,8 @@ def main() -> int:
     engine = create_engine("cleanplate", "cpu")
     speed = []
     for size in ((clip[0].plate.shape[0], clip[0].plate.shape[1]), (1080, 1920)):
-        plate = cv2.resize(clip[held[0]].plate, size[::-1], interpolation=cv2.INTER_LINEAR)
-        plate_ref = cv2.resize(clean, size[::-1], interpolation=cv2.INTER_LINEAR)
-        linear, linear_ref = srgb_to_linear(plate), srgb_to_linear(plate_ref)
-
-        def run_teacher() -> None:
-            matte = engine.process(linear, {"clean_plate": linear_ref})
-            correct_alpha(correction, plate, plate_ref, matte.alpha.astype(np.float32))
-
-        teacher_s = median_seconds(run_teacher)
-        student_s = median_seconds(lambda: predict_student(distilled, plate, plate_ref))
+        teacher_s, student_s = cpu_seconds(engine, correction, distilled,
+                                           clip[held[0]].plate, clean, size)
         speed.append(f"| {size[1]}x{size[0]} | {teacher_s:.3f} | {student_s:.3f} | "
                      f"{teacher_s / student_s:.1f}x |")
 
