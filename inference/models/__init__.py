@@ -34,6 +34,11 @@ except the video network, whose recurrent state goes in and out explicitly::
 
     memory = model.init_memory(first_frame, first_mask)
     fgr, pha, memory = model(src, memory)   # oavm
+
+and the per-shot networks, which predict alpha only::
+
+    pha = model(src, ref, alpha)            # alphacorrection
+    pha = model(src, ref)                   # student (ref: zeros when there is none)
 """
 from __future__ import annotations
 
