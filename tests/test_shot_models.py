@@ -248,7 +248,8 @@ def test_when_the_shot_model_is_a_student_then_it_runs_alone_on_plate_and_refere
     torch.manual_seed(0)
     student = LinearStudent().eval()
     save_checkpoint(student, shot_model_path("fast", cache),
-                    extra={"kind": "student", "node": "background-matte"})
+                    extra={"kind": "student", "node": "background-matte",
+                           "with_reference": True})
     spec = engine_spec("shot:fast", cache_root=cache)
     assert (spec.node, spec.temporal, spec.input_space) == ("background-matte", False,
                                                             ocio.ENGINE_SRGB)

@@ -8,8 +8,8 @@ node's clean plate or second view) only when the checkpoint was trained with one
 otherwise), and the base alpha. The foreground stays the base engine's.
 
 ``ShotStudentEngine`` runs ``pha = net(src, ref)`` per frame on sRGB 0..1 (ref: the clean plate
-or second view, zeros when the node has none); its foreground is the plate itself (a student
-predicts alpha only).
+or second view when the checkpoint was trained with one, zeros otherwise); its foreground is the
+plate itself (a student predicts alpha only).
 """
 from __future__ import annotations
 
@@ -138,8 +138,9 @@ class ShotStudentEngine:
         self.name = spec.name
         self.input_space = spec.input_space
         self.network, self.device, sha = _load(spec, device, None)
+        self.with_reference = spec.shot.with_reference
         self.model_hash = sha
-        self.version = "shot-student-1"
+        self.version = "shot-student-2"
         self.providers = [str(self.device)]
 
     def reset(self) -> None:
@@ -155,10 +156,12 @@ class ShotStudentEngine:
                 ) -> MatteResult:
         import torch
 
-        plate = np.ascontiguousarray(src[..., :3], np.float32)
-        reference = reference_of(inputs)
+        # as in training (train distill): sRGB clipped to 0..1, and the reference only when
+        # the student learnt with one (zeros otherwise, even where the node has one)
+        plate = np.clip(np.ascontiguousarray(src[..., :3], np.float32), 0.0, 1.0)
+        reference = reference_of(inputs) if self.with_reference else None
         ref = (np.zeros_like(plate) if reference is None
-               else np.ascontiguousarray(reference[..., :3], np.float32))
+               else np.clip(np.ascontiguousarray(reference[..., :3], np.float32), 0.0, 1.0))
 
         def tensor(image: np.ndarray) -> Any:
             return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(

@@ -22,6 +22,9 @@ Architectures, by name (a registry the tests loop over)::
     alphacorrection  a small U-Net that corrects another engine's alpha from (plate, clean
                  plate or second frame, alpha); fine-tuned per shot on scribbles
                  (inference/models/correction, inference/training/scribbles.py)
+    student      a light norm-free encoder-decoder, ``pha = model(src, ref)``, distilled per
+                 shot from a corrected teacher's alpha (inference/models/student,
+                 inference/training/distill.py)
 
 Every network follows one calling convention (RobustVideoMatting's)::
 
@@ -31,6 +34,11 @@ except the video network, whose recurrent state goes in and out explicitly::
 
     memory = model.init_memory(first_frame, first_mask)
     fgr, pha, memory = model(src, memory)   # oavm
+
+and the per-shot networks, which predict alpha only::
+
+    pha = model(src, ref, alpha)            # alphacorrection
+    pha = model(src, ref)                   # student (ref: zeros when there is none)
 """
 from __future__ import annotations
 
@@ -47,6 +55,7 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "parallaxnet": ("mattekit.inference.models.parallax", "ParallaxNet"),
     "umatting": ("mattekit.inference.models.umatting", "UMatting"),
     "alphacorrection": ("mattekit.inference.models.correction", "AlphaCorrection"),
+    "student": ("mattekit.inference.models.student", "Student"),
 }
 
 
