@@ -15,7 +15,7 @@ against the truth (teacher and engine too); and the CPU seconds per frame of the
 (engine + correction) and of the student at the clip size and at 1920x1080 (the clip's frame 3
 resized; median of 3 runs after a warm one).
 
-    .venv/bin/python benchmarks/bench_distill.py [--steps 300] [--teacher-steps 150] [--seed 0]
+    .venv/bin/python benchmarks/bench_distill.py [--steps 300] [--teacher-steps 300] [--seed 0]
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ from mattekit.inference.training.scribbles import (  # noqa: E402
     ScribbledFrame,
     correct_alpha,
     finetune_scribbles,
+    initial_correction,
     scribble_crop,
 )
 
@@ -63,7 +64,7 @@ def teacher_model(clean: np.ndarray, scribbled: list[ScribbledFrame], steps: int
               if p.name not in (SUBJECT, PROP)]
     base = CompositeDataset([load(name, 128) for name in others], [clean], (128, 128),
                             seed=seed, options=AugmentOptions(noise_sigma=0.02))
-    model = build_model("alphacorrection")
+    model = initial_correction(seed)
     started = time.perf_counter()
     finetune_scribbles(model, scribbled, base,
                        FinetuneConfig(steps=steps, crop=(128, 128), seed=seed),
@@ -121,7 +122,7 @@ def cpu_seconds(engine, correction, student, plate: np.ndarray, clean: np.ndarra
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=300, help="student training steps")
-    parser.add_argument("--teacher-steps", type=int, default=150,
+    parser.add_argument("--teacher-steps", type=int, default=300,
                         help="scribble fine-tuning steps of the teacher's correction")
     parser.add_argument("--seed", type=int, default=0, help="strokes and training seed")
     args = parser.parse_args()

@@ -27,7 +27,6 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from alphamatting import DATA, load, srgb_to_linear  # noqa: E402
 
 from mattekit.inference.engines.registry import create_engine  # noqa: E402
-from mattekit.inference.models import build_model  # noqa: E402
 from mattekit.inference.training.dataset import AugmentOptions, CompositeDataset  # noqa: E402
 from mattekit.inference.training.scribbles import (  # noqa: E402
     FinetuneConfig,
@@ -35,6 +34,7 @@ from mattekit.inference.training.scribbles import (  # noqa: E402
     Scribbles,
     correct_alpha,
     finetune_scribbles,
+    initial_correction,
 )
 
 SUBJECT, PROP, BACKDROP = "GT04.png", "GT13.png", "GT05.png"
@@ -124,7 +124,7 @@ def main() -> int:
     layers = [load(name, 128) for name in others]
     base = CompositeDataset(layers, [clean], (128, 128), seed=args.seed,
                             options=AugmentOptions(noise_sigma=0.02))
-    model = build_model("alphacorrection")
+    model = initial_correction(args.seed)
     start = time.perf_counter()
     finetune_scribbles(model, scribbled, base,
                        FinetuneConfig(steps=args.steps, crop=(128, 128), seed=args.seed),

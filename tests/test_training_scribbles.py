@@ -16,6 +16,7 @@ from mattekit.inference.training.scribbles import (
     Scribbles,
     batch_split,
     check_scribbled_frames,
+    learning_rate_factor,
     read_scribbles,
     scribble_crop,
     scribbles_from_colours,
@@ -88,11 +89,14 @@ def test_when_a_scribbled_frame_is_cropped_then_the_window_holds_a_stroke():
 torch = pytest.importorskip("torch")
 
 from mattekit.inference.models import build_model, export_onnx  # noqa: E402
+from mattekit.inference.models.blocks import ConvAct  # noqa: E402
 from mattekit.inference.models.correction import AlphaCorrectionConfig  # noqa: E402
 from mattekit.inference.training.scribbles import (  # noqa: E402
+    BestWeights,
     FinetuneConfig,
     correct_alpha,
     finetune_scribbles,
+    initial_correction,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -236,3 +240,44 @@ def test_when_train_scribbles_gets_bad_scribbles_then_one_line_names_the_cause(
               if line.startswith("mattekit: error:")]
     assert len(errors) == 1 and re.search(message, errors[0]), errors
     assert not (tmp_path / "cache" / "shot-models").exists()
+
+
+def test_when_ten_norm_free_layers_are_stacked_then_the_signal_neither_vanishes_nor_blows_up():
+    torch.manual_seed(0)
+    stack = torch.nn.Sequential(*[ConvAct(16, 16) for _ in range(10)])
+    x = torch.randn(2, 16, 32, 32)
+    with torch.no_grad():
+        y = stack(x)
+    ratio = float(y.pow(2).mean().sqrt() / x.pow(2).mean().sqrt())
+    assert 0.2 < ratio < 5.0, ratio  # PyTorch's default init leaves ~1e-4 of it after 10 layers
+    assert float((y < 0).float().mean()) > 0.05  # leaky: negative responses survive
+
+
+def test_when_fine_tuning_runs_then_the_learning_rate_ramps_up_and_then_decays_to_its_floor():
+    assert learning_rate_factor(0, 300, 30) == pytest.approx(1 / 30)
+    assert learning_rate_factor(14, 300, 30) == pytest.approx(0.5)
+    assert learning_rate_factor(30, 300, 30) == pytest.approx(1.0)
+    middle = learning_rate_factor(165, 300, 30)
+    assert 0.5 < middle < 0.6  # half-way down the cosine: (1 + floor) / 2
+    assert learning_rate_factor(299, 300, 30) == pytest.approx(0.1)
+    factors = [learning_rate_factor(step, 300, 30) for step in range(30, 300)]
+    assert all(a >= b for a, b in zip(factors, factors[1:]))
+
+
+def test_when_the_loss_spikes_late_then_the_weights_of_the_lowest_running_loss_come_back():
+    net = torch.nn.Linear(1, 1)
+    best = BestWeights(window=3)
+    for value, loss in [(1.0, 0.5), (2.0, 0.2), (3.0, 0.1), (4.0, 0.1), (5.0, 0.9), (6.0, 0.9)]:
+        torch.nn.init.constant_(net.weight, value)
+        best.update(net, loss)
+    best.restore(net)
+    assert float(net.weight.detach()) == 4.0  # the window (0.2, 0.1, 0.1) had the lowest mean
+
+
+
+def test_when_a_correction_is_started_from_a_seed_then_the_same_seed_gives_the_same_weights():
+    first, again, other = initial_correction(3), initial_correction(3), initial_correction(4)
+    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(),
+                                                       other.state_dict().values()))

@@ -1,4 +1,4 @@
-"""Small building blocks shared by the architectures: attention, MLP, conv + GroupNorm + ReLU.
+"""Small building blocks shared by the architectures: attention, MLP, conv (+ GroupNorm) + ReLU.
 
 Shapes: token tensors are (B, N, C); image tensors are (B, C, H, W).
 """
@@ -62,6 +62,24 @@ class ConvNormAct(nn.Sequential):
             nn.GroupNorm(group_count(out_channels), out_channels),
             nn.ReLU(inplace=True),
         )
+
+
+class ConvAct(nn.Sequential):
+    """Conv (k x k, optionally dilated, with bias) + leaky ReLU, no normalisation:
+    (B, in, H, W) -> (B, out, H / stride, W / stride). For networks trained on crops and run
+    on whole frames, where a norm's statistics would differ between the two. He-initialised
+    (without a norm, PyTorch's default initialisation shrinks the signal layer after layer) and
+    leaky (a short fine-tuning must not lose units that a large step switched off for good)."""
+
+    slope = 0.1
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 stride: int = 1, dilation: int = 1):
+        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                         dilation * (kernel_size // 2), dilation=dilation)
+        nn.init.kaiming_normal_(conv.weight, a=self.slope, nonlinearity="leaky_relu")
+        nn.init.zeros_(conv.bias)
+        super().__init__(conv, nn.LeakyReLU(self.slope, inplace=True))
 
 
 class Mlp(nn.Module):

@@ -265,7 +265,6 @@ def run(args: argparse.Namespace) -> int:
 def run_scribbles(args: argparse.Namespace) -> int:
     from mattekit.inference.engines.shot import check_name, shot_extra, shot_model_path
     from mattekit.inference.exrio import read_image
-    from mattekit.inference.models import build_model
     from mattekit.inference.models.checkpoint import save_checkpoint
     from mattekit.inference.render import mask_of
     from mattekit.inference.sequence import parse_frame_range, parse_pattern
@@ -275,6 +274,7 @@ def run_scribbles(args: argparse.Namespace) -> int:
         FinetuneConfig,
         ScribbledFrame,
         finetune_scribbles,
+        initial_correction,
         read_scribbles,
     )
 
@@ -309,7 +309,7 @@ def run_scribbles(args: argparse.Namespace) -> int:
     else:
         warnings.warn("no --base: fine-tuning on the scribbles alone (no 80 % base composites "
                       "to keep the rest of the matte as it was)", stacklevel=1)
-    model = build_model("alphacorrection")
+    model = initial_correction(args.seed)
     losses = finetune_scribbles(model, shot, base,
                                 FinetuneConfig(steps=args.steps, crop=crop, seed=args.seed),
                                 device=args.device, progress=not args.quiet)

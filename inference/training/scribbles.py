@@ -17,8 +17,9 @@ Rules for scribble images (one per scribbled frame, the plate's size):
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -149,6 +150,45 @@ class FinetuneConfig:
     crop: tuple[int, int] = (128, 128)
     base_fraction: float = BASE_FRACTION
     seed: int = 0
+    warmup_steps: int = 30       # the learning rate ramps up, then decays (cosine)
+    gradient_clip: float = 1.0   # nor from a batch whose strokes disagree with everything else
+
+
+def learning_rate_factor(step: int, steps: int, warmup_steps: int, floor: float = 0.1
+                         ) -> float:
+    """The learning rate's share at `step` (0-based) of `steps`: a linear warm-up from
+    1/warmup_steps to 1, then a cosine down to `floor` at the last step. Adam's first steps
+    are wild, and its late ones must not throw away a fit already found."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, steps - 1 - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class BestWeights:
+    """The weights at the lowest running-mean loss seen so far (a window of `window` steps),
+    to restore at the end: a late loss spike — one unlucky batch, a pile of dead units — can
+    then cost the steps after it, never the fit already found."""
+
+    def __init__(self, window: int = 20):
+        self.window = window
+        self.recent: list[float] = []
+        self.best = math.inf
+        self.state: Optional[dict[str, Any]] = None
+
+    def update(self, net: Any, loss: float) -> None:
+        self.recent = (self.recent + [loss])[-self.window:]
+        if len(self.recent) < self.window:
+            return
+        mean = sum(self.recent) / len(self.recent)
+        if mean < self.best:
+            self.best = mean
+            self.state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+    def restore(self, net: Any) -> None:
+        if self.state is not None:
+            net.load_state_dict(self.state)
 
 
 def batch_split(batch_size: int, base_fraction: float) -> tuple[int, int]:
@@ -168,13 +208,26 @@ def same_size_groups(samples: Sequence[dict[str, np.ndarray]]
     return list(groups.values())
 
 
+def initial_correction(seed: int = 0) -> object:
+    """A fresh AlphaCorrection (the identity until trained) whose weights are drawn from `seed`:
+    the same strokes and seed fine-tune the same shot model."""
+    import torch
+
+    from mattekit.inference.models import build_model
+
+    torch.manual_seed(seed)
+    return build_model("alphacorrection")
+
+
 def finetune_scribbles(model: object, frames: Sequence[ScribbledFrame],
                        base: Optional[CompositeDataset], config: FinetuneConfig,
                        device: str = "auto", progress: bool = True) -> list[float]:
     """Fine-tune `model` (an AlphaCorrection) in place; the per-step losses. Each batch holds
     base composites and scribble crops in the ratio `base_fraction`; the loss is the L1 on
     labelled pixels (every pixel of a composite, the strokes of a scribbled frame), averaged
-    per sample so a few strokes weigh as much as a whole composite."""
+    per sample so a few strokes weigh as much as a whole composite. The learning rate warms up
+    and decays (`learning_rate_factor`), and the model ends on the weights of its lowest
+    running loss (`BestWeights`)."""
     import torch
     from tqdm import tqdm
 
@@ -191,6 +244,7 @@ def finetune_scribbles(model: object, frames: Sequence[ScribbledFrame],
     base_count, scribble_count = batch_split(config.batch_size,
                                              config.base_fraction if base is not None else 0.0)
     losses: list[float] = []
+    best = BestWeights()
     for step in tqdm(range(config.steps), unit="step", disable=not progress):
         rng = np.random.default_rng([config.seed, step])
         torch.manual_seed(config.seed * 1_000_003 + step)
@@ -210,8 +264,14 @@ def finetune_scribbles(model: object, frames: Sequence[ScribbledFrame],
                 loss = loss + masked_l1(pha[i], planes["target"][i], planes["mask"][i]
                                         ) / len(samples)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), config.gradient_clip)
+        for group in optimiser.param_groups:
+            group["lr"] = config.learning_rate * learning_rate_factor(step, config.steps,
+                                                                      config.warmup_steps)
+        best.update(net, float(loss.detach()))  # the weights this loss was measured on
         optimiser.step()
         losses.append(float(loss.detach()))
+    best.restore(net)
     net.eval()
     return losses
 

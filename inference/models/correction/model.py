@@ -10,6 +10,7 @@ fine-tuning on a shot's scribbles teaches it only what to change.
     src, ref (B, 3, H, W) in 0..1, alpha (B, 1, H, W) in 0..1        (any H, W: padded inside)
       + |src - ref| (B, 1, H, W), the plate's change from its reference
       -> U-Net: full, 1/2, 1/4 resolution, dilated context at 1/4, skips back up
+         (conv + leaky ReLU, no norm: it trains on crops and runs on whole frames)
       -> delta (B, 1, H, W)
     -> pha = clamp(alpha + delta, 0, 1)   (B, 1, H, W)   (gradient straight through the clamp)
 """
@@ -21,7 +22,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from mattekit.inference.models.blocks import ConvNormAct, pad_to_multiple, resize_to
+from mattekit.inference.models.blocks import ConvAct, pad_to_multiple, resize_to
 from mattekit.inference.models.config import ModelConfig
 
 
@@ -61,13 +62,13 @@ class AlphaCorrection(nn.Module):
         super().__init__()
         self.config = config = config or AlphaCorrectionConfig()
         w = config.width
-        self.at_full = nn.Sequential(ConvNormAct(8, w), ConvNormAct(w, w))
-        self.at_half = nn.Sequential(ConvNormAct(w, 2 * w, stride=2), ConvNormAct(2 * w, 2 * w))
-        self.at_quarter = nn.Sequential(ConvNormAct(2 * w, 4 * w, stride=2),
-                                        ConvNormAct(4 * w, 4 * w, dilation=2),
-                                        ConvNormAct(4 * w, 4 * w, dilation=4))
-        self.up_half = ConvNormAct(6 * w, 2 * w)
-        self.up_full = ConvNormAct(3 * w, w)
+        self.at_full = nn.Sequential(ConvAct(8, w), ConvAct(w, w))
+        self.at_half = nn.Sequential(ConvAct(w, 2 * w, stride=2), ConvAct(2 * w, 2 * w))
+        self.at_quarter = nn.Sequential(ConvAct(2 * w, 4 * w, stride=2),
+                                        ConvAct(4 * w, 4 * w, dilation=2),
+                                        ConvAct(4 * w, 4 * w, dilation=4))
+        self.up_half = ConvAct(6 * w, 2 * w)
+        self.up_full = ConvAct(3 * w, w)
         self.delta = nn.Conv2d(w, 1, 3, padding=1)
         nn.init.zeros_(self.delta.weight)
         if self.delta.bias is not None:
