@@ -29,14 +29,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from alphamatting import DATA, load, srgb_to_linear  # noqa: E402
-from bench_scribbles import FRAMES, PROP, SUBJECT, build_clip, scribble  # noqa: E402
+from alphamatting import srgb_to_linear  # noqa: E402
+from bench_scribbles import (  # noqa: E402
+    FRAMES,
+    fine_tuned_correction,
+    scribbled_case,
+)
 
 from mattekit.inference.engines.registry import create_engine  # noqa: E402
 from mattekit.inference.metrics import MAD_SCALE, mad  # noqa: E402
 from mattekit.inference.models import build_model  # noqa: E402
 from mattekit.inference.models.losses import masked_l1  # noqa: E402
-from mattekit.inference.training.dataset import AugmentOptions, CompositeDataset  # noqa: E402
 from mattekit.inference.training.distill import (  # noqa: E402
     DistillConfig,
     DistillFrame,
@@ -47,29 +50,12 @@ from mattekit.inference.training.distill import (  # noqa: E402
     predict_student,
 )
 from mattekit.inference.training.scribbles import (  # noqa: E402
-    FinetuneConfig,
     ScribbledFrame,
     correct_alpha,
-    finetune_scribbles,
-    initial_correction,
     scribble_crop,
 )
 
 HOLDOUT, CROP, STUDENT_WIDTH = 4, 128, 16
-
-
-def teacher_model(clean: np.ndarray, scribbled: list[ScribbledFrame], steps: int, seed: int):
-    """The scribble correction, fine-tuned as bench_scribbles.main does; and its seconds."""
-    others = [p.name for p in sorted((DATA / "input").glob("GT*.png"))
-              if p.name not in (SUBJECT, PROP)]
-    base = CompositeDataset([load(name, 128) for name in others], [clean], (128, 128),
-                            seed=seed, options=AugmentOptions(noise_sigma=0.02))
-    model = initial_correction(seed)
-    started = time.perf_counter()
-    finetune_scribbles(model, scribbled, base,
-                       FinetuneConfig(steps=steps, crop=(128, 128), seed=seed),
-                       device="cpu", progress=False)
-    return model, time.perf_counter() - started
 
 
 def stacked(crops: list[dict[str, np.ndarray]], key: str) -> torch.Tensor:
@@ -126,12 +112,9 @@ def main() -> int:
                         help="scribble fine-tuning steps of the teacher's correction")
     parser.add_argument("--seed", type=int, default=0, help="strokes and training seed")
     args = parser.parse_args()
-    if not DATA.is_dir():
-        print(f"needs {DATA}")
-        return 1
-    clip, clean = build_clip()
-    scribbled = scribble(clip, clean, args.seed)
-    correction, tune_seconds = teacher_model(clean, scribbled, args.teacher_steps, args.seed)
+    clip, clean, scribbled = scribbled_case(args.seed)
+    correction, tune_seconds = fine_tuned_correction(clean, scribbled, args.teacher_steps,
+                                                     args.seed)
     teacher = [correct_alpha(correction, item.plate, clean, item.engine) for item in clip]
     training, held = holdout_split(list(range(FRAMES)), HOLDOUT)
     config = DistillConfig(steps=args.steps, crop=CROP, seed=args.seed)

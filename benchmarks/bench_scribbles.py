@@ -109,27 +109,37 @@ def scribble(clip: list[ClipFrame], clean: np.ndarray, seed: int) -> list[Scribb
     return frames
 
 
+def scribbled_case(seed: int) -> tuple[list[ClipFrame], np.ndarray, list[ScribbledFrame]]:
+    """The clip, its clean plate and the strokes of `seed`; exits when the dev data is absent."""
+    if not DATA.is_dir():
+        raise SystemExit(f"needs {DATA}")
+    clip, clean = build_clip()
+    return clip, clean, scribble(clip, clean, seed)
+
+
+def fine_tuned_correction(clean: np.ndarray, scribbled: list[ScribbledFrame], steps: int,
+                          seed: int) -> tuple[object, float]:
+    """The correction fine-tuned on the strokes with 80 % base composites (the other dev photos
+    over the clean plate), and the seconds the fine-tuning took."""
+    others = [p.name for p in sorted((DATA / "input").glob("GT*.png"))
+              if p.name not in (SUBJECT, PROP)]
+    base = CompositeDataset([load(name, 128) for name in others], [clean], (128, 128),
+                            seed=seed, options=AugmentOptions(noise_sigma=0.02))
+    model = initial_correction(seed)
+    start = time.perf_counter()
+    finetune_scribbles(model, scribbled, base,
+                       FinetuneConfig(steps=steps, crop=(128, 128), seed=seed),
+                       device="cpu", progress=False)
+    return model, time.perf_counter() - start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0, help="strokes and fine-tuning seed")
     args = parser.parse_args()
-    if not DATA.is_dir():
-        print(f"needs {DATA}")
-        return 1
-    clip, clean = build_clip()
-    scribbled = scribble(clip, clean, args.seed)
-    others = [p.name for p in sorted((DATA / "input").glob("GT*.png"))
-              if p.name not in (SUBJECT, PROP)]
-    layers = [load(name, 128) for name in others]
-    base = CompositeDataset(layers, [clean], (128, 128), seed=args.seed,
-                            options=AugmentOptions(noise_sigma=0.02))
-    model = initial_correction(args.seed)
-    start = time.perf_counter()
-    finetune_scribbles(model, scribbled, base,
-                       FinetuneConfig(steps=args.steps, crop=(128, 128), seed=args.seed),
-                       device="cpu", progress=False)
-    seconds = time.perf_counter() - start
+    clip, clean, scribbled = scribbled_case(args.seed)
+    model, seconds = fine_tuned_correction(clean, scribbled, args.steps, args.seed)
     before = [np.abs(item.engine - item.truth).mean() * 1e3 for item in clip]
     after = [np.abs(correct_alpha(model, item.plate, clean, item.engine) - item.truth).mean()
              * 1e3 for item in clip]
