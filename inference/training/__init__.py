@@ -1,5 +1,7 @@
-"""Training toolkit: composites built on the fly, the papers' augmentations, a training loop
-with checkpoints and resumption, the loss curve as PNG, and ONNX export of the result.
+"""Training toolkit: composites built on the fly, the papers' augmentations (parallax pairs
+with noisy motion in parallax_pairs.py; Sequential Foreground Merging for clips in
+models/augment_video.py), a training loop with checkpoints and resumption, the loss curve as
+PNG, and ONNX export of the result.
 
 Needs the ``train`` extra (torch, onnx) for the loop; the dataset and transforms are numpy +
 OpenCV. Training never registers a network as an engine: a checkpoint is used only where a
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from mattekit.inference.training.dataset import AugmentOptions, CompositeDataset, read_layer
 from mattekit.inference.training.loop import TrainingConfig, TrainingResult, train
+from mattekit.inference.training.parallax_pairs import ParallaxPair, parallax_pair
 
-__all__ = ["AugmentOptions", "CompositeDataset", "TrainingConfig", "TrainingResult",
-           "read_layer", "train"]
+__all__ = ["AugmentOptions", "CompositeDataset", "ParallaxPair", "TrainingConfig",
+           "TrainingResult", "parallax_pair", "read_layer", "train"]
