@@ -69,9 +69,9 @@ def tiny_example(size: int = SIZE):
 
 def test_when_the_registry_is_listed_then_it_holds_both_background_matte_architectures():
     # oavm: video-matte; parallaxnet: parallax-matte; umatting: sparse-4k-refine;
-    # alphacorrection: per-shot scribble fine-tuning
+    # alphacorrection: per-shot scribble fine-tuning; student: distillation
     assert set(ARCHITECTURES) == {"cinematte", "bgvitmatte", "oavm", "parallaxnet", "umatting",
-                                  "alphacorrection"}
+                                  "alphacorrection", "student"}
     assert isinstance(tiny("cinematte"), CineMatte)
     assert isinstance(tiny("bgvitmatte"), BgViTMatte)
 

@@ -78,7 +78,8 @@ class ConvAct(nn.Sequential):
         conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
                          dilation * (kernel_size // 2), dilation=dilation)
         nn.init.kaiming_normal_(conv.weight, a=self.slope, nonlinearity="leaky_relu")
-        nn.init.zeros_(conv.bias)
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
         super().__init__(conv, nn.LeakyReLU(self.slope, inplace=True))
 
 

@@ -265,8 +265,8 @@ def finetune_scribbles(model: object, frames: Sequence[ScribbledFrame],
                                         ) / len(samples)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), config.gradient_clip)
-        for group in optimiser.param_groups:
-            group["lr"] = config.learning_rate * learning_rate_factor(step, config.steps,
+        for param_group in optimiser.param_groups:
+            param_group["lr"] = config.learning_rate * learning_rate_factor(step, config.steps,
                                                                       config.warmup_steps)
         best.update(net, float(loss.detach()))  # the weights this loss was measured on
         optimiser.step()
