@@ -151,7 +151,7 @@ class FinetuneConfig:
     base_fraction: float = BASE_FRACTION
     seed: int = 0
     warmup_steps: int = 30       # the learning rate ramps up, then decays (cosine)
-    gradient_clip: float = 1.0   # nor from a batch whose strokes disagree with everything else
+    gradient_clip: float = 1.0   # one odd batch cannot throw the weights far
 
 
 def learning_rate_factor(step: int, steps: int, warmup_steps: int, floor: float = 0.1
@@ -266,8 +266,8 @@ def finetune_scribbles(model: object, frames: Sequence[ScribbledFrame],
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), config.gradient_clip)
         for param_group in optimiser.param_groups:
-            param_group["lr"] = config.learning_rate * learning_rate_factor(step, config.steps,
-                                                                      config.warmup_steps)
+            param_group["lr"] = config.learning_rate * learning_rate_factor(
+                step, config.steps, config.warmup_steps)
         best.update(net, float(loss.detach()))  # the weights this loss was measured on
         optimiser.step()
         losses.append(float(loss.detach()))
