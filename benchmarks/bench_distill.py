@@ -49,6 +49,7 @@ from mattekit.inference.training.distill import (  # noqa: E402
     median_seconds,
     predict_student,
 )
+from mattekit.inference.training.loop import planes_tensor  # noqa: E402
 from mattekit.inference.training.scribbles import (  # noqa: E402
     ScribbledFrame,
     correct_alpha,
@@ -56,13 +57,6 @@ from mattekit.inference.training.scribbles import (  # noqa: E402
 )
 
 HOLDOUT, CROP, STUDENT_WIDTH = 4, 128, 16
-
-
-def stacked(crops: list[dict[str, np.ndarray]], key: str) -> torch.Tensor:
-    """The plane `key` of every crop as one (B, C, H, W) tensor."""
-    planes = np.stack([c[key] for c in crops])
-    chw = planes[:, None] if planes.ndim == 3 else planes.transpose(0, 3, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(chw, np.float32))
 
 
 def train_on_scribbles(model: torch.nn.Module, scribbled: list[ScribbledFrame],
@@ -78,8 +72,8 @@ def train_on_scribbles(model: torch.nn.Module, scribbled: list[ScribbledFrame],
         crops = [scribble_crop(scribbled[int(rng.integers(len(scribbled)))],
                                (config.crop, config.crop), rng)
                  for _ in range(config.batch_size)]
-        src, ref, target, mask = (stacked(crops, key) for key in ("src", "ref", "target",
-                                                                   "mask"))
+        src, ref, target, mask = (planes_tensor([c[key] for c in crops])
+                                  for key in ("src", "ref", "target", "mask"))
         pha = model(src, ref)
         loss = sum(masked_l1(pha[i], target[i], mask[i]) for i in range(len(crops))) / len(crops)
         optimiser.zero_grad()
@@ -119,14 +113,12 @@ def main() -> int:
     training, held = holdout_split(list(range(FRAMES)), HOLDOUT)
     config = DistillConfig(steps=args.steps, crop=CROP, seed=args.seed)
 
-    torch.manual_seed(args.seed)
-    distilled = build_model("student", {"width": STUDENT_WIDTH})
+    distilled = build_model("student", {"width": STUDENT_WIDTH}, seed=args.seed)
     started = time.perf_counter()
     distill_student(distilled, [DistillFrame(clip[t].plate, clean, teacher[t], f"frame {t}")
                                 for t in training], config, device="cpu", progress=False)
     distill_seconds = time.perf_counter() - started
-    torch.manual_seed(args.seed)
-    from_strokes = build_model("student", {"width": STUDENT_WIDTH})
+    from_strokes = build_model("student", {"width": STUDENT_WIDTH}, seed=args.seed)
     train_on_scribbles(from_strokes, scribbled, config)
 
     rows = []

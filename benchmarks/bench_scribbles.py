@@ -27,6 +27,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from alphamatting import DATA, load, srgb_to_linear  # noqa: E402
 
 from mattekit.inference.engines.registry import create_engine  # noqa: E402
+from mattekit.inference.models import build_model  # noqa: E402
 from mattekit.inference.training.dataset import AugmentOptions, CompositeDataset  # noqa: E402
 from mattekit.inference.training.scribbles import (  # noqa: E402
     FinetuneConfig,
@@ -34,7 +35,6 @@ from mattekit.inference.training.scribbles import (  # noqa: E402
     Scribbles,
     correct_alpha,
     finetune_scribbles,
-    initial_correction,
 )
 
 SUBJECT, PROP, BACKDROP = "GT04.png", "GT13.png", "GT05.png"
@@ -125,7 +125,7 @@ def fine_tuned_correction(clean: np.ndarray, scribbled: list[ScribbledFrame], st
               if p.name not in (SUBJECT, PROP)]
     base = CompositeDataset([load(name, 128) for name in others], [clean], (128, 128),
                             seed=seed, options=AugmentOptions(noise_sigma=0.02))
-    model = initial_correction(seed)
+    model = build_model("alphacorrection", seed=seed)
     start = time.perf_counter()
     finetune_scribbles(model, scribbled, base,
                        FinetuneConfig(steps=steps, crop=(128, 128), seed=seed),

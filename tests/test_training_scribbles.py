@@ -96,7 +96,6 @@ from mattekit.inference.training.scribbles import (  # noqa: E402
     FinetuneConfig,
     correct_alpha,
     finetune_scribbles,
-    initial_correction,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -276,7 +275,7 @@ def test_when_the_loss_spikes_late_then_the_weights_of_the_lowest_running_loss_c
 
 
 def test_when_a_correction_is_started_from_a_seed_then_the_same_seed_gives_the_same_weights():
-    first, again, other = initial_correction(3), initial_correction(3), initial_correction(4)
+    first, again, other = (build_model("alphacorrection", seed=s) for s in (3, 3, 4))
     for a, b in zip(first.state_dict().values(), again.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(),

@@ -69,9 +69,15 @@ def architecture_class(name: str) -> Any:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def build_model(name: str, config: Optional[Mapping[str, Any]] = None) -> Any:
-    """A freshly initialised network (random weights: train it before use) from a config dict."""
+def build_model(name: str, config: Optional[Mapping[str, Any]] = None,
+                seed: Optional[int] = None) -> Any:
+    """A freshly initialised network (random weights: train it before use) from a config dict;
+    with `seed`, the initial weights are drawn from it (the same seed, the same network)."""
     cls = architecture_class(name)
+    if seed is not None:
+        import torch
+
+        torch.manual_seed(seed)
     return cls(cls.config_class.from_dict(dict(config or {})))
 
 

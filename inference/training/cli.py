@@ -265,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
 def run_scribbles(args: argparse.Namespace) -> int:
     from mattekit.inference.engines.shot import check_name, shot_extra, shot_model_path
     from mattekit.inference.exrio import read_image
+    from mattekit.inference.models import build_model
     from mattekit.inference.models.checkpoint import save_checkpoint
     from mattekit.inference.render import mask_of
     from mattekit.inference.sequence import parse_frame_range, parse_pattern
@@ -274,7 +275,6 @@ def run_scribbles(args: argparse.Namespace) -> int:
         FinetuneConfig,
         ScribbledFrame,
         finetune_scribbles,
-        initial_correction,
         read_scribbles,
     )
 
@@ -309,7 +309,7 @@ def run_scribbles(args: argparse.Namespace) -> int:
     else:
         warnings.warn("no --base: fine-tuning on the scribbles alone (no 80 % base composites "
                       "to keep the rest of the matte as it was)", stacklevel=1)
-    model = initial_correction(args.seed)
+    model = build_model("alphacorrection", seed=args.seed)
     losses = finetune_scribbles(model, shot, base,
                                 FinetuneConfig(steps=args.steps, crop=crop, seed=args.seed),
                                 device=args.device, progress=not args.quiet)
@@ -367,8 +367,6 @@ def engine_seconds(job: Any, frames: list[int]) -> float:
 def run_distill(args: argparse.Namespace) -> int:
     """`mattekit train distill`: the teacher renders the shot (through the cache), a student
     learns its alpha on the frames not held back, and lands as ``shot:NAME``."""
-    import torch
-
     from mattekit.inference.engines.registry import SHOT_PREFIX
     from mattekit.inference.engines.shot import STUDENT, check_name, shot_model_path
     from mattekit.inference.exrio import read_image
@@ -407,8 +405,7 @@ def run_distill(args: argparse.Namespace) -> int:
             reference=engine_rgb(reference.path_for(frame), frame) if reference else None,
             alpha=mask_of(read_image(alpha_path, frame), alpha_path, frame),
             name=f"{plate.path_for(frame)}, frame {frame}")
-    torch.manual_seed(args.seed)
-    model = build_model("student", {"width": args.width})
+    model = build_model("student", {"width": args.width}, seed=args.seed)
     losses = distill_student(model, [shot[f] for f in training],
                              DistillConfig(steps=args.steps, crop=args.crop, seed=args.seed),
                              device=args.device, progress=not args.quiet)

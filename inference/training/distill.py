@@ -114,7 +114,7 @@ def distill_student(model: Any, frames: Sequence[DistillFrame], config: DistillC
     from tqdm import tqdm
 
     from mattekit.inference.models.losses import laplacian_loss
-    from mattekit.inference.training.loop import training_device
+    from mattekit.inference.training.loop import planes_tensor, training_device
 
     check_distill_frames(frames)
     target = training_device(device)
@@ -122,18 +122,13 @@ def distill_student(model: Any, frames: Sequence[DistillFrame], config: DistillC
     net.to(target).train()
     optimiser = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
 
-    def batch(planes: list[np.ndarray]) -> torch.Tensor:
-        stacked = np.stack(planes)
-        chw = stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)
-        return torch.from_numpy(np.ascontiguousarray(chw, np.float32)).to(target)
-
     losses: list[float] = []
     for step in tqdm(range(config.steps), unit="step", disable=not progress):
         rng = np.random.default_rng([config.seed, step])
         torch.manual_seed(config.seed * 1_000_003 + step)
         crops = [distill_crop(frames[int(rng.integers(len(frames)))], config.crop, rng)
                  for _ in range(config.batch_size)]
-        src, ref, teacher = (batch([c[i] for c in crops]) for i in range(3))
+        src, ref, teacher = (planes_tensor([c[i] for c in crops], target) for i in range(3))
         optimiser.zero_grad()
         pha = net(src, ref)
         loss = F.l1_loss(pha, teacher) + config.laplacian * laplacian_loss(pha, teacher)
@@ -149,16 +144,13 @@ def predict_student(model: Any, src: np.ndarray, ref: Optional[np.ndarray]) -> n
     the model's device."""
     import torch
 
+    from mattekit.inference.training.loop import planes_tensor
+
     net: torch.nn.Module = model
     device = next(net.parameters()).device
-
-    def tensor(image: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), np.float32)
-                                )[None].to(device)
-
     reference = ref if ref is not None else np.zeros_like(src)
     with torch.inference_mode():
-        pha = net.eval()(tensor(src), tensor(reference))
+        pha = net.eval()(planes_tensor([src], device), planes_tensor([reference], device))
     return np.clip(pha[0, 0].float().cpu().numpy(), 0.0, 1.0)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -65,20 +65,22 @@ def training_device(name: str = "auto") -> Any:
     return CheckpointEngine._torch_device(torch, name)
 
 
+def planes_tensor(planes: Sequence[np.ndarray], device: Any = "cpu") -> Any:
+    """Same-size numpy planes, (H, W) or (H, W, C), as one float32 (B, C, H, W) tensor on
+    `device`: how every training and prediction step hands images to a network."""
+    import torch
+
+    stacked = np.stack(planes)
+    chw = stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(chw, np.float32)).to(device)
+
+
 def batch_tensors(dataset: CompositeDataset, step: int, batch_size: int, device: Any
                   ) -> dict[str, Any]:
     """Batch number `step`: samples step*batch_size .. +batch_size as (B, C, H, W) tensors."""
-    import torch
-
     samples = [dataset.sample(step * batch_size + i) for i in range(batch_size)]
-
-    def stack(name: str) -> Any:
-        planes = np.stack([getattr(s, name) for s in samples])
-        planes = planes[:, None] if planes.ndim == 3 else planes.transpose(0, 3, 1, 2)
-        return torch.from_numpy(np.ascontiguousarray(planes, np.float32)).to(device)
-
-    return {name: stack(name) for name in ("frame", "clean_plate", "alpha", "foreground",
-                                           "trimap")}
+    return {name: planes_tensor([getattr(s, name) for s in samples], device)
+            for name in ("frame", "clean_plate", "alpha", "foreground", "trimap")}
 
 
 def step_loss(model: Any, batch: dict[str, Any]) -> Any:

@@ -208,17 +208,6 @@ def same_size_groups(samples: Sequence[dict[str, np.ndarray]]
     return list(groups.values())
 
 
-def initial_correction(seed: int = 0) -> object:
-    """A fresh AlphaCorrection (the identity until trained) whose weights are drawn from `seed`:
-    the same strokes and seed fine-tune the same shot model."""
-    import torch
-
-    from mattekit.inference.models import build_model
-
-    torch.manual_seed(seed)
-    return build_model("alphacorrection")
-
-
 def finetune_scribbles(model: object, frames: Sequence[ScribbledFrame],
                        base: Optional[CompositeDataset], config: FinetuneConfig,
                        device: str = "auto", progress: bool = True) -> list[float]:
@@ -232,7 +221,7 @@ def finetune_scribbles(model: object, frames: Sequence[ScribbledFrame],
     from tqdm import tqdm
 
     from mattekit.inference.models.losses import masked_l1
-    from mattekit.inference.training.loop import training_device
+    from mattekit.inference.training.loop import planes_tensor, training_device
 
     check_scribbled_frames(frames)
     target = training_device(device)
@@ -256,9 +245,7 @@ def finetune_scribbles(model: object, frames: Sequence[ScribbledFrame],
         optimiser.zero_grad()
         loss = torch.zeros((), device=target)
         for group in same_size_groups(samples):  # crops may differ in size: a forward each size
-            planes = {k: torch.from_numpy(np.stack([
-                v.transpose(2, 0, 1) if v.ndim == 3 else v[None] for v in group[k]]))
-                .to(target) for k in group}
+            planes = {k: planes_tensor(group[k], target) for k in group}
             pha = net(planes["src"], planes["ref"], planes["alpha"])
             for i in range(pha.shape[0]):
                 loss = loss + masked_l1(pha[i], planes["target"][i], planes["mask"][i]
@@ -281,14 +268,11 @@ def correct_alpha(model: object, plate: np.ndarray, reference: Optional[np.ndarr
     """The fine-tuned network's alpha for one frame ((H, W) float32), on the model's device."""
     import torch
 
+    from mattekit.inference.training.loop import planes_tensor
+
     net: torch.nn.Module = model  # type: ignore[assignment]
     device = next(net.parameters()).device
     ref = reference if reference is not None else np.zeros_like(plate)
-
-    def tensor(image: np.ndarray) -> torch.Tensor:
-        chw = image.transpose(2, 0, 1) if image.ndim == 3 else image[None]
-        return torch.from_numpy(np.ascontiguousarray(chw, np.float32))[None].to(device)
-
     with torch.no_grad():
-        pha = net.eval()(tensor(plate), tensor(ref), tensor(alpha))
+        pha = net.eval()(*(planes_tensor([image], device) for image in (plate, ref, alpha)))
     return pha[0, 0].cpu().numpy()
