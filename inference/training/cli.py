@@ -255,6 +255,30 @@ def srgb_reader(args: argparse.Namespace, first: Path) -> Callable[[Path, int], 
     return read
 
 
+def shot_planes(args: argparse.Namespace, engine: BaseEngine, frames: list[int]
+                ) -> Callable[[int], tuple[np.ndarray, Optional[np.ndarray], np.ndarray]]:
+    """A reader of a frame's (plate, reference or None, engine alpha) as a shot model sees
+    them: plate and reference in the engines' sRGB 0..1, the alpha of `engine` on `frames`
+    (--alpha's files, else rendered through the cache)."""
+    from mattekit.inference.exrio import read_image
+    from mattekit.inference.render import mask_of
+    from mattekit.inference.sequence import parse_pattern
+
+    plate = parse_pattern(args.plate)
+    reference_text = reference_pattern(args, engine)
+    reference = parse_pattern(reference_text) if reference_text else None
+    engine_rgb = srgb_reader(args, plate.path_for(frames[0]))
+    alphas = base_alpha_paths(args, engine)
+
+    def read(frame: int) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
+        alpha_path = alphas[frame]
+        return (engine_rgb(plate.path_for(frame), frame),
+                engine_rgb(reference.path_for(frame), frame) if reference else None,
+                mask_of(read_image(alpha_path, frame), alpha_path, frame))
+
+    return read
+
+
 def run(args: argparse.Namespace) -> int:
     """`mattekit train KIND`: the scribble correction or the distilled student."""
     if args.train_kind == "distill":
@@ -264,10 +288,8 @@ def run(args: argparse.Namespace) -> int:
 
 def run_scribbles(args: argparse.Namespace) -> int:
     from mattekit.inference.engines.shot import check_name, shot_extra, shot_model_path
-    from mattekit.inference.exrio import read_image
     from mattekit.inference.models import build_model
     from mattekit.inference.models.checkpoint import save_checkpoint
-    from mattekit.inference.render import mask_of
     from mattekit.inference.sequence import parse_frame_range, parse_pattern
     from mattekit.inference.training.curve import write_loss_curve
     from mattekit.inference.training.dataset import AugmentOptions, CompositeDataset
@@ -282,22 +304,14 @@ def run_scribbles(args: argparse.Namespace) -> int:
         raise InputError(f"--steps must be at least 1, not {args.steps}")
     name = check_name(args.name)
     frames = parse_frame_range(args.frames)
-    plate, strokes = parse_pattern(args.plate), parse_pattern(args.scribbles)
+    strokes = parse_pattern(args.scribbles)
     base_engine = resolve_base(args)
-    reference_text = reference_pattern(args, base_engine)
-    reference = parse_pattern(reference_text) if reference_text else None
-    engine_rgb = srgb_reader(args, plate.path_for(frames[0]))
-    alphas = base_alpha_paths(args, base_engine)
+    planes = shot_planes(args, base_engine, frames)
     shot = []
     for frame in frames:
-        alpha_path = alphas[frame]
         scribble_path = strokes.path_for(frame)
-        shot.append(ScribbledFrame(
-            plate=engine_rgb(plate.path_for(frame), frame),
-            reference=engine_rgb(reference.path_for(frame), frame) if reference else None,
-            alpha=mask_of(read_image(alpha_path, frame), alpha_path, frame),
-            scribbles=read_scribbles(scribble_path, frame),
-            name=f"{scribble_path}, frame {frame}"))
+        shot.append(ScribbledFrame(*planes(frame), scribbles=read_scribbles(scribble_path, frame),
+                                   name=f"{scribble_path}, frame {frame}"))
     height, width = shot[0].plate.shape[:2]
     crop = (min(args.crop, height), min(args.crop, width))
     base: Optional[CompositeDataset] = None
@@ -314,7 +328,8 @@ def run_scribbles(args: argparse.Namespace) -> int:
                                 FinetuneConfig(steps=args.steps, crop=crop, seed=args.seed),
                                 device=args.device, progress=not args.quiet)
     path = save_checkpoint(model.cpu(), shot_model_path(name, args.cache_dir), extra=shot_extra(
-        base_engine.node, base_engine.engine, reference is not None, frames=list(frames),
+        base_engine.node, base_engine.engine, bool(reference_pattern(args, base_engine)),
+        frames=list(frames),
         steps=args.steps, scribbled_pixels=sum(item.scribbles.count for item in shot),
         base=str(args.base) if args.base else "", base_params=dict(args.param),
         losses=losses))
@@ -369,10 +384,8 @@ def run_distill(args: argparse.Namespace) -> int:
     learns its alpha on the frames not held back, and lands as ``shot:NAME``."""
     from mattekit.inference.engines.registry import SHOT_PREFIX
     from mattekit.inference.engines.shot import STUDENT, check_name, shot_model_path
-    from mattekit.inference.exrio import read_image
     from mattekit.inference.models import build_model
     from mattekit.inference.models.checkpoint import save_checkpoint
-    from mattekit.inference.render import mask_of
     from mattekit.inference.sequence import parse_frame_range, parse_pattern
     from mattekit.inference.training.curve import write_loss_curve
     from mattekit.inference.training.distill import (
@@ -393,18 +406,9 @@ def run_distill(args: argparse.Namespace) -> int:
     training, held = holdout_split(frames, args.holdout)
     teacher = resolve_teacher(args)
     plate = parse_pattern(args.plate)
-    reference_text = reference_pattern(args, teacher)
-    reference = parse_pattern(reference_text) if reference_text else None
-    alphas = base_alpha_paths(args, teacher)
-    engine_rgb = srgb_reader(args, plate.path_for(frames[0]))
-    shot = {}
-    for frame in frames:
-        alpha_path = alphas[frame]
-        shot[frame] = DistillFrame(
-            plate=engine_rgb(plate.path_for(frame), frame),
-            reference=engine_rgb(reference.path_for(frame), frame) if reference else None,
-            alpha=mask_of(read_image(alpha_path, frame), alpha_path, frame),
-            name=f"{plate.path_for(frame)}, frame {frame}")
+    planes = shot_planes(args, teacher, frames)
+    shot = {frame: DistillFrame(*planes(frame), name=f"{plate.path_for(frame)}, frame {frame}")
+            for frame in frames}
     model = build_model("student", {"width": args.width}, seed=args.seed)
     losses = distill_student(model, [shot[f] for f in training],
                              DistillConfig(steps=args.steps, crop=args.crop, seed=args.seed),
@@ -412,7 +416,7 @@ def run_distill(args: argparse.Namespace) -> int:
     agreement = mean_agreement([(predict_student(model, shot[f].plate, shot[f].reference),
                                  shot[f].alpha) for f in held])
     extra = {"kind": STUDENT, "node": teacher.node, "teacher": teacher.engine,
-             "with_reference": reference is not None, "frames": list(frames),
+             "with_reference": bool(reference_pattern(args, teacher)), "frames": list(frames),
              "holdout": args.holdout, "held_back": held, "steps": args.steps,
              "teacher_params": dict(args.param), "agreement": agreement, "losses": losses}
     path = save_checkpoint(model.cpu(), shot_model_path(name, args.cache_dir), extra=extra)

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Mapping, Sequence, Union
 
 import cv2
 import numpy as np
 
+from mattekit.inference.errors import InputError
 from mattekit.inference.models.augment import compose_sample, random_distractors
 from mattekit.inference.parallax import trimap_from_alpha
 from mattekit.inference.training.transforms import (
@@ -66,6 +67,17 @@ def fit_layer(foreground: np.ndarray, alpha: np.ndarray, height: int, width: int
     fg[top:top + h, left:left + w] = cv2.resize(foreground, (w, h), interpolation=cv2.INTER_AREA)
     a[top:top + h, left:left + w] = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA)
     return fg, a
+
+
+def check_plane_sizes(plate: tuple[int, ...], planes: Mapping[str, tuple[int, ...]],
+                      source: object = None) -> None:
+    """InputError naming the first plane whose shape is not the plate's (H, W); `planes`
+    maps a name to its shape, (H, W)."""
+    height, width = plate[:2]
+    for what, shape in planes.items():
+        if tuple(shape) != (height, width):
+            raise InputError(f"the {what} is {shape[1]}x{shape[0]} but the plate is "
+                             f"{width}x{height}", source)
 
 
 def random_crop(image: np.ndarray, height: int, width: int, rng: np.random.Generator

@@ -25,7 +25,7 @@ import numpy as np
 
 from mattekit.inference.errors import InputError
 from mattekit.inference.metrics import MSE_SCALE, mad, mse
-from mattekit.inference.training.dataset import random_crop
+from mattekit.inference.training.dataset import check_plane_sizes, random_crop
 
 SAD_SCALE = 1e-3  # SAD is reported in thousands
 
@@ -78,14 +78,10 @@ def check_distill_frames(frames: Sequence[DistillFrame]) -> None:
     if not frames:
         raise InputError("no frame to distil from")
     for item in frames:
-        height, width = item.plate.shape[:2]
         planes = {"teacher alpha": item.alpha.shape[:2]}
         if item.reference is not None:
             planes["reference"] = item.reference.shape[:2]
-        for what, (h, w) in planes.items():
-            if (h, w) != (height, width):
-                raise InputError(f"the {what} is {w}x{h} but the plate is {width}x{height}",
-                                 item.name or None)
+        check_plane_sizes(item.plate.shape, planes, item.name or None)
     if len({item.reference is None for item in frames}) > 1:
         raise InputError("some frames have a reference (clean plate / second view) and others "
                          "not; give one for every frame or none")

@@ -25,7 +25,11 @@ import cv2
 import numpy as np
 
 from mattekit.inference.errors import InputError
-from mattekit.inference.training.dataset import CompositeDataset, random_crop
+from mattekit.inference.training.dataset import (
+    CompositeDataset,
+    check_plane_sizes,
+    random_crop,
+)
 
 BASE_FRACTION = 0.8  # share of every batch drawn from base composites (the paper's 80/20)
 
@@ -88,14 +92,10 @@ class ScribbledFrame:
 def check_scribbled_frames(frames: Sequence[ScribbledFrame]) -> None:
     """InputError when a frame's planes differ in size or no frame has a stroke."""
     for item in frames:
-        shape = item.plate.shape[:2]
         planes = {"alpha": item.alpha.shape, "scribbles": item.scribbles.foreground.shape}
         if item.reference is not None:
             planes["reference"] = item.reference.shape[:2]
-        for what, other in planes.items():
-            if tuple(other) != tuple(shape):
-                raise InputError(f"the {what} is {other[1]}x{other[0]} but the plate is "
-                                 f"{shape[1]}x{shape[0]}", item.name or None)
+        check_plane_sizes(item.plate.shape, planes, item.name or None)
     if not frames or sum(item.scribbles.count for item in frames) == 0:
         raise InputError("the scribbles are empty: paint red (foreground) or blue (background) "
                          "strokes on at least one frame")
