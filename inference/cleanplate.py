@@ -63,64 +63,76 @@ def _warped(clean: np.ndarray, homography: np.ndarray, size: tuple[int, int]
     return background, covered
 
 
-def _estimate_homography(a: np.ndarray, b: np.ndarray) -> Optional[np.ndarray]:
-    """Homography taking grey image b onto a: SIFT, Lowe's ratio test, MAGSAC (robust to the
-    subject, which moves differently or is absent from the clean plate)."""
+def _candidate_warps(a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
+    """Warps (3x3) taking grey image b onto a, fitted to the same feature matches (SIFT, Lowe's
+    ratio test): a homography (MAGSAC) and an affine transform (RANSAC), both robust to the
+    subject, which moves differently or is absent from the clean plate. The affine one is the
+    better-conditioned fit when the matches cluster in part of the frame (a homography's
+    perspective terms then extrapolate pixels off elsewhere); the caller keeps whichever
+    explains the plate better."""
     sift = cv2.SIFT_create(nfeatures=4000)  # type: ignore[attr-defined]
     kp_a, des_a = sift.detectAndCompute(a, None)
     kp_b, des_b = sift.detectAndCompute(b, None)
     if des_a is None or des_b is None or len(kp_a) < 8 or len(kp_b) < 8:
-        return None
+        return []
     pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(des_b, des_a, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.75 * p[1].distance]
     if len(good) < 8:
-        return None
+        return []
     src = np.array([kp_b[m.queryIdx].pt for m in good], np.float32)
     dst = np.array([kp_a[m.trainIdx].pt for m in good], np.float32)
+    warps = []
     homography, inliers = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, 2.0)
-    if homography is None or int(inliers.sum()) < 8:
-        return None
-    return homography
+    if homography is not None and int(inliers.sum()) >= 8:
+        warps.append(homography)
+    affine, inliers = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC,
+                                           ransacReprojThreshold=1.0)
+    if affine is not None and int(inliers.sum()) >= 8:
+        warps.append(np.vstack([affine, [0.0, 0.0, 1.0]]))
+    return warps
 
 
 def register_clean_plate(plate: np.ndarray, clean: np.ndarray, max_shift: float = 0.25
                          ) -> Registration:
-    """Warp `clean` onto `plate` with a homography from feature matches, kept only when it
-    explains the plate better than the clean plate as it is.
+    """Warp `clean` onto `plate` with a homography or affine transform from feature matches,
+    whichever explains the plate best, kept only when it explains the plate better than the
+    clean plate as it is.
 
     `max_shift` bounds the allowed misregistration as a fraction of the frame diagonal: a
-    homography that moves the corners further is refused. Pixels the warped plate does not
-    cover are reported, not guessed.
+    warp that moves the corners further is refused. Pixels the warped plate does not cover
+    are reported, not guessed.
     """
     height, width = plate.shape[:2]
     unregistered = Registration(clean, np.ones((height, width), bool), np.eye(3))
     small_plate, small_clean = (downsized(x, REGISTRATION_SIZE) for x in (plate, clean))
-    small_homography = _estimate_homography(_grey_8bit(small_plate), _grey_8bit(small_clean))
-    if small_homography is None:
-        return unregistered
     scale = min(1.0, REGISTRATION_SIZE / max(height, width))  # downsized()'s factor
     to_small = np.diag([scale, scale, 1.0])
-    homography = np.linalg.inv(to_small) @ small_homography @ to_small
     corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)[None]
-    moved = cv2.perspectiveTransform(corners, homography)[0]
-    displacement = np.linalg.norm(moved - corners[0], axis=1)
-    if displacement.max() > max_shift * np.hypot(width, height) or displacement.max() < 0.25:
-        return unregistered
-    # judged at the small size (cheap): the full-size warp only when the homography is kept
     small_size = (small_plate.shape[1], small_plate.shape[0])
-    small_background, small_covered = _warped(small_clean, small_homography, small_size)
-    inside = cv2.erode(small_covered.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    # compared after the same light smoothing: interpolation alone smooths the warped plate's
-    # sensor noise and would make any warp look like a better fit
-    fit_plate, fit_warped, fit_clean = (cv2.GaussianBlur(x, (0, 0), 1.5)
-                                        for x in (small_plate, small_background, small_clean))
-    if _background_fit(fit_plate, fit_warped, inside) >= _background_fit(
-            fit_plate, fit_clean, np.ones(inside.shape, bool)):
+    # judged at the small size (cheap), after the same light smoothing of both: interpolation
+    # alone smooths the warped plate's sensor noise and would make any warp look like a
+    # better fit; the full-size warp only for the one kept
+    fit_plate, fit_clean = (cv2.GaussianBlur(x, (0, 0), 1.5) for x in (small_plate, small_clean))
+    best_fit = _background_fit(fit_plate, fit_clean, np.ones(small_plate.shape[:2], bool))
+    best: Optional[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = None
+    for small_warp in _candidate_warps(_grey_8bit(small_plate), _grey_8bit(small_clean)):
+        warp = np.linalg.inv(to_small) @ small_warp @ to_small
+        displacement = np.linalg.norm(cv2.perspectiveTransform(corners, warp)[0] - corners[0],
+                                      axis=1)
+        if displacement.max() > max_shift * np.hypot(width, height) or displacement.max() < 0.25:
+            continue
+        small_background, small_covered = _warped(small_clean, small_warp, small_size)
+        inside = cv2.erode(small_covered.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        fit = _background_fit(fit_plate, cv2.GaussianBlur(small_background, (0, 0), 1.5), inside)
+        if fit < best_fit:
+            best_fit, best = fit, (warp, small_warp, small_background, small_covered)
+    if best is None:
         return unregistered
+    warp, small_warp, small_background, small_covered = best
     if scale == 1.0:
-        return Registration(small_background, small_covered, homography)
-    background, covered = _warped(clean, homography, (width, height))
-    return Registration(background, covered, homography)
+        return Registration(small_background, small_covered, warp)
+    background, covered = _warped(clean, warp, (width, height))
+    return Registration(background, covered, warp)
 
 
 def noise_sigma(plate: np.ndarray, background: np.ndarray) -> float:

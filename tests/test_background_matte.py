@@ -88,6 +88,48 @@ def test_when_the_clean_plate_is_misregistered_then_registration_recovers_the_ma
     assert float(np.mean(result.confidence[H // 2 - 5:H // 2 + 5, 5:15])) > 0.9
 
 
+def _warp_error(found: np.ndarray, truth: np.ndarray, width: int, height: int,
+                margin: int = 0) -> float:
+    """Largest distance, in pixels, between where two warps send a grid of plate points."""
+    grid = np.array([[x, y] for x in np.linspace(margin, width - margin, 5)
+                     for y in np.linspace(margin, height - margin, 5)], np.float32)[None]
+    return float(np.linalg.norm(cv2.perspectiveTransform(grid, found)
+                                - cv2.perspectiveTransform(grid, truth), axis=2).max())
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_when_features_cluster_on_one_side_then_the_warp_still_fits_the_whole_frame(seed):
+    # texture (features) on the left half only, a smooth low-contrast right half: a
+    # homography fitted to the left extrapolates pixels off on the right; the affine fit
+    # to the same matches does not, and the registration keeps the better of the two
+    width, height = 320, 240
+    big = textured_background(seed, int(width * 1.4), int(height * 1.4))
+    rng = np.random.default_rng(seed)
+    smooth = cv2.GaussianBlur(rng.random(big.shape).astype(np.float32), (0, 0), 3) * 0.3 + 0.2
+    big[:, big.shape[1] // 2:] = smooth[:, big.shape[1] // 2:]
+    y0, x0 = (big.shape[0] - height) // 2, (big.shape[1] - width) // 2
+    matrix = cv2.getRotationMatrix2D((big.shape[1] / 2, big.shape[0] / 2), 4.0, 0.93)
+    warped = cv2.warpAffine(big, matrix, (big.shape[1], big.shape[0]),
+                            borderMode=cv2.BORDER_REFLECT)
+    offset = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]])
+    truth = np.linalg.inv(offset) @ np.linalg.inv(np.vstack([matrix, [0, 0, 1]])) @ offset
+    reg = cleanplate.register_clean_plate(big[y0:y0 + height, x0:x0 + width],
+                                          warped[y0:y0 + height, x0:x0 + width])
+    assert _warp_error(reg.homography, truth, width, height) < 0.4
+
+
+def test_when_the_camera_pans_then_a_perspective_warp_is_kept():
+    width, height = 320, 240
+    plate = textured_background(1, width, height)
+    corners = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
+    pan = cv2.getPerspectiveTransform(corners, corners + np.float32([[6, 4], [-5, 7], [-8, -6],
+                                                                      [7, -3]]))
+    clean = cv2.warpPerspective(plate, pan, (width, height), borderMode=cv2.BORDER_REFLECT)
+    reg = cleanplate.register_clean_plate(plate, clean)
+    assert not np.allclose(reg.homography[2, :2], 0.0)  # not an affine approximation
+    assert _warp_error(reg.homography, np.linalg.inv(pan), width, height, margin=20) < 0.3
+
+
 def test_when_the_subject_reaches_an_uncovered_border_then_its_matte_continues_into_it():
     # the clean plate is zoomed in: after alignment a border of the plate has no clean-plate
     # pixels; a subject that runs off the left edge must stay subject there, and the
