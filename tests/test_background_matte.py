@@ -130,6 +130,30 @@ def test_when_the_camera_pans_then_a_perspective_warp_is_kept():
     assert _warp_error(reg.homography, np.linalg.inv(pan), width, height, margin=20) < 0.3
 
 
+def test_when_the_clean_plate_already_lies_on_the_plate_then_no_features_are_matched(
+        scene, monkeypatch):
+    _, _, bg, plate = scene
+
+    def no_matching(*_args):
+        raise AssertionError("feature matching ran on an aligned clean plate")
+
+    monkeypatch.setattr(cleanplate, "_candidate_warps", no_matching)
+    reg = cleanplate.register_clean_plate(plate, bg)
+    np.testing.assert_array_equal(reg.homography, np.eye(3))
+
+
+@pytest.mark.parametrize("move", ["one pixel", "one degree"])
+def test_when_the_clean_plate_has_moved_then_it_is_not_taken_as_aligned(scene, move):
+    _, _, bg, plate = scene
+    if move == "one pixel":
+        clean = np.roll(bg, 1, axis=1)
+    else:
+        rotation = cv2.getRotationMatrix2D((W / 2, H / 2), 1.0, 1.0)
+        clean = cv2.warpAffine(bg, rotation, (W, H), borderMode=cv2.BORDER_REFLECT)
+    assert cleanplate._already_aligned(plate, bg)
+    assert not cleanplate._already_aligned(plate, clean)
+
+
 def test_when_the_subject_reaches_an_uncovered_border_then_its_matte_continues_into_it():
     # the clean plate is zoomed in: after alignment a border of the plate has no clean-plate
     # pixels; a subject that runs off the left edge must stay subject there, and the
