@@ -222,6 +222,20 @@ def test_when_a_shadow_is_soft_then_the_shading_field_follows_it():
     np.testing.assert_allclose(shading[:, 110:150], 0.5, atol=0.02)
 
 
+@pytest.mark.parametrize("sigma", [0.0, 0.005])
+def test_when_a_warp_leaves_residue_on_texture_then_the_noise_read_is_the_sensor_noise(sigma):
+    # a sub-pixel misalignment differs on every edge of the texture; it is not noise, and the
+    # noise estimate (which sets how small a difference the subject may make) must not read it
+    rng = np.random.default_rng(0)
+    background = textured_background(4, 320, 240)
+    residue = cv2.warpAffine(background, np.float32([[1, 0, 0.4], [0, 1, 0.3]]), (320, 240),
+                             flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    plate = background + rng.normal(0, sigma, background.shape).astype(np.float32)
+    clean = residue + rng.normal(0, sigma, background.shape).astype(np.float32)
+    difference_noise = sigma * np.sqrt(2.0)  # both plates' noise, per channel
+    assert cleanplate.noise_sigma(plate, clean) == pytest.approx(difference_noise, abs=5e-4)
+
+
 def test_when_white_noise_is_blurred_then_its_deviation_drops_by_the_stated_factor():
     rng = np.random.default_rng(0)
     noise = rng.normal(0, 1, (400, 400)).astype(np.float32)
