@@ -100,7 +100,8 @@ def _already_aligned(plate: np.ndarray, clean: np.ndarray, margin: float = 4.0) 
     shows up on texture; a subject differs either way, a moved camera fits neither). The fit
     is a low (10th) percentile of the difference, so a subject covering most of the texture
     leaves it to the background still seen."""
-    grey_plate, grey_clean = (x @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    grey_plate, grey_clean = (cv2.GaussianBlur(x @ np.array([0.2126, 0.7152, 0.0722],
+                                                            np.float32), (0, 0), 1.5)
                               for x in (plate, clean))
     gradient = (np.abs(np.diff(grey_clean, axis=0, append=grey_clean[-1:]))
                 + np.abs(np.diff(grey_clean, axis=1, append=grey_clean[:, -1:])))
@@ -116,6 +117,14 @@ def _already_aligned(plate: np.ndarray, clean: np.ndarray, margin: float = 4.0) 
 
     unshifted = fit((0, 0))
     return min(fit(s) for s in ((1, 0), (-1, 0), (0, 1), (0, -1))) > margin * unshifted + 1e-6
+
+
+def _fit_gains(plate: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """The exposure gains of a candidate background, so that candidates are judged on
+    alignment alone: a clean plate shot brighter or darker fits no warp, and the warp that
+    happens to fit the brightness mismatch best is noise."""
+    return exposure_gains(*(cv2.GaussianBlur(downsized(x, GAIN_SIZE), (0, 0), 2.0)
+                            for x in (plate, background)))
 
 
 def register_clean_plate(plate: np.ndarray, clean: np.ndarray, max_shift: float = 0.25
@@ -135,13 +144,15 @@ def register_clean_plate(plate: np.ndarray, clean: np.ndarray, max_shift: float 
     to_small = np.diag([scale, scale, 1.0])
     corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)[None]
     small_size = (small_plate.shape[1], small_plate.shape[0])
-    # judged at the small size (cheap), after the same light smoothing of both: interpolation
-    # alone smooths the warped plate's sensor noise and would make any warp look like a
-    # better fit; the full-size warp only for the one kept
-    fit_plate, fit_clean = (cv2.GaussianBlur(x, (0, 0), 1.5) for x in (small_plate, small_clean))
-    best_fit = _background_fit(fit_plate, fit_clean, np.ones(small_plate.shape[:2], bool))
     if _already_aligned(small_plate, small_clean):
         return unregistered
+    # judged at the small size (cheap), each with its own exposure gains undone and after the
+    # same light smoothing of both: interpolation alone smooths the warped plate's sensor
+    # noise and would make any warp look like a better fit; the full-size warp only for the
+    # one kept
+    fit_plate = cv2.GaussianBlur(small_plate, (0, 0), 1.5)
+    fit_clean = cv2.GaussianBlur(small_clean * _fit_gains(small_plate, small_clean), (0, 0), 1.5)
+    best_fit = _background_fit(fit_plate, fit_clean, np.ones(small_plate.shape[:2], bool))
     best: Optional[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = None
     for small_warp in _candidate_warps(_grey_8bit(small_plate), _grey_8bit(small_clean)):
         warp = np.linalg.inv(to_small) @ small_warp @ to_small
@@ -151,7 +162,8 @@ def register_clean_plate(plate: np.ndarray, clean: np.ndarray, max_shift: float 
             continue
         small_background, small_covered = _warped(small_clean, small_warp, small_size)
         inside = cv2.erode(small_covered.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-        fit = _background_fit(fit_plate, cv2.GaussianBlur(small_background, (0, 0), 1.5), inside)
+        fit = _background_fit(fit_plate, cv2.GaussianBlur(
+            small_background * _fit_gains(small_plate, small_background), (0, 0), 1.5), inside)
         if fit < best_fit:
             best_fit, best = fit, (warp, small_warp, small_background, small_covered)
     if best is None:

@@ -154,6 +154,20 @@ def test_when_the_clean_plate_has_moved_then_it_is_not_taken_as_aligned(scene, m
     assert not cleanplate._already_aligned(plate, clean)
 
 
+@pytest.mark.parametrize("seed", [3, 5])
+def test_when_a_noisy_clean_plate_is_only_brighter_then_it_is_not_warped(seed):
+    # an aligned clean plate shot 25 % brighter, heavy noise on both, faint texture: the few
+    # noisy feature matches fit some near-identity warp, which must not win just because it
+    # happens to fit the brightness mismatch (each candidate is judged with its gains undone)
+    fg, alpha = subject(320, 240)
+    rng = np.random.default_rng(seed)
+    background = 0.15 + 0.25 * (textured_background(seed, 320, 240) - 0.05)
+    plate = composite(fg, alpha, background) + rng.normal(0, 0.03, background.shape)
+    clean = background * 1.25 + rng.normal(0, 0.03, background.shape)
+    reg = cleanplate.register_clean_plate(plate.astype(np.float32), clean.astype(np.float32))
+    np.testing.assert_array_equal(reg.homography, np.eye(3))
+
+
 def test_when_the_subject_reaches_an_uncovered_border_then_its_matte_continues_into_it():
     # the clean plate is zoomed in: after alignment a border of the plate has no clean-plate
     # pixels; a subject that runs off the left edge must stay subject there, and the
