@@ -168,6 +168,29 @@ def test_when_a_noisy_clean_plate_is_only_brighter_then_it_is_not_warped(seed):
     np.testing.assert_array_equal(reg.homography, np.eye(3))
 
 
+def test_when_a_held_clean_plate_serves_several_frames_then_its_features_are_found_once(
+        scene, monkeypatch):
+    fg, alpha, _, _ = scene
+    big = textured_background(5, int(W * 1.4), int(H * 1.4))
+    y0, x0 = (big.shape[0] - H) // 2, (big.shape[1] - W) // 2
+    rotation = cv2.getRotationMatrix2D((big.shape[1] / 2, big.shape[0] / 2), 3.0, 1.04)
+    clean = cv2.warpAffine(big, rotation, (big.shape[1], big.shape[0]),
+                           borderMode=cv2.BORDER_REFLECT)[y0:y0 + H, x0:x0 + W]
+    computed = []
+    features = cleanplate._features
+    monkeypatch.setattr(cleanplate, "_features", lambda grey: computed.append(1) or features(grey))
+    cleanplate._clean_plate_features.clear()
+    homographies = []
+    for shift in (0, 2, 4):  # three frames: the subject moves, the clean plate is held
+        plate = composite(np.roll(fg, shift, axis=1), np.roll(alpha, shift, axis=1),
+                          big[y0:y0 + H, x0:x0 + W])
+        homographies.append(cleanplate.register_clean_plate(plate, clean).homography)
+    assert len(computed) == 3 + 1  # each frame's features, the clean plate's once
+    cleanplate._clean_plate_features.clear()  # the same answer without the remembered features
+    np.testing.assert_allclose(cleanplate.register_clean_plate(plate, clean).homography,
+                               homographies[-1])
+
+
 def test_when_the_subject_reaches_an_uncovered_border_then_its_matte_continues_into_it():
     # the clean plate is zoomed in: after alignment a border of the plate has no clean-plate
     # pixels; a subject that runs off the left edge must stay subject there, and the

@@ -15,7 +15,7 @@ from mattekit.inference.engines.prior import PriorEngine
 from mattekit.inference.engines.rvm import MatteResult
 from mattekit.inference.errors import EngineError
 
-ENGINE_VERSION = "cleanplate-8"  # bump when a change alters the output (invalidates caches)
+ENGINE_VERSION = "cleanplate-9"  # bump when a change alters the output (invalidates caches)
 PRIOR_SIZE = 320  # long side the RVM prior runs at (a coarse "which regions are the subject")
 
 
