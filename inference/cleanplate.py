@@ -80,10 +80,12 @@ def _features(grey: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
 def _remembered_features(grey: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """`_features` of a clean plate, computed once while the clean plate stays the same."""
     key = xxhash.xxh3_128_digest(grey.tobytes()) + bytes(str(grey.shape), "ascii")
-    if key not in _clean_plate_features:
+    remembered = _clean_plate_features.get(key)
+    if remembered is None:  # (frames rendered on threads at once at worst compute it twice)
+        remembered = _features(grey)
         _clean_plate_features.clear()
-        _clean_plate_features[key] = _features(grey)
-    return _clean_plate_features[key]
+        _clean_plate_features[key] = remembered
+    return remembered
 
 
 def _candidate_warps(a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
