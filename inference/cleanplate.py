@@ -388,12 +388,14 @@ def subject_score(observed: np.ndarray, expected: np.ndarray, sigma: float, nois
 def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.ndarray] = None,
                       mask: Optional[np.ndarray] = None, register: bool = True,
                       max_shift: float = 0.25, shadow_tolerance: float = 0.6,
-                      prior_strength: float = 0.5, edge_softness: float = 1.0
-                      ) -> CleanPlateMatte:
+                      prior_strength: float = 0.5, edge_softness: float = 1.0,
+                      noise_level: float = 0.0) -> CleanPlateMatte:
     """Alpha and foreground from a plate and its clean plate (both linear RGB, same size).
 
     prior: an alpha from a semantic network (e.g. RVM), which settles pixels where the plate
-    matches the clean plate but belong to the subject; mask: a rough roto naming the target.
+    matches the clean plate but belong to the subject; mask: a rough roto naming the target;
+    noise_level: the plate's sensor noise (standard deviation per channel, linear), the clean
+    plate taken as noisy as the plate (same camera); 0 = measured from the two plates.
     """
     if _identical(plate, clean):
         warnings.warn("the clean plate is identical to the plate: it carries no information; "
@@ -406,7 +408,9 @@ def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.n
            else Registration(clean, np.ones(plate.shape[:2], bool), np.eye(3)))
     background = reg.background
     observed, expected = downsized(plate, SCORING_SIZE), downsized(background, SCORING_SIZE)
-    sigma = noise_sigma(observed, expected)
+    # the noise of the difference: both plates' (the same camera's) when it is given
+    given_sigma = noise_level * np.sqrt(2.0) if noise_level > 0 else None
+    sigma = given_sigma or noise_sigma(observed, expected)
     noisy = sigma > NOISY_SIGMA
     gain_inputs = [downsized(x, GAIN_SIZE) for x in (observed, expected)]
     if noisy:  # the ratios' histogram needs the noise averaged down to find its peak
@@ -414,7 +418,7 @@ def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.n
     gains = exposure_gains(*gain_inputs)
     if np.max(np.abs(gains - 1.0)) > 0.005:
         background, expected = background * gains, expected * gains
-        sigma = noise_sigma(observed, expected)
+        sigma = given_sigma or noise_sigma(observed, expected)
     registered = not np.allclose(reg.homography, np.eye(3))
     score = resized_to(subject_score(observed, expected, sigma, noisy, registered,
                                      shadow_tolerance), plate.shape[:2])
@@ -559,7 +563,9 @@ def _texture_changed(plate: np.ndarray, background: np.ndarray, sigma: float, bl
     that it does not spread past the subject's outline."""
     squared = difference_score(plate, background, sigma) ** 2
     energy = cv2.blur(squared, (block, block))
-    level = float(np.percentile(energy, 25))
+    # (at least a tenth of what pure noise scores: plates cleaner than `sigma` claims have no
+    # open-background level to stand out from)
+    level = max(float(np.percentile(energy, 25)), 0.1)
     spread = level * np.sqrt(2.0 / (3 * block * block))
     changed = (energy > level + threshold * spread).astype(np.uint8)
     return cv2.erode(changed, np.ones((block + 1, block + 1), np.uint8)) > 0

@@ -273,6 +273,23 @@ def test_when_a_warp_leaves_residue_on_texture_then_the_noise_read_is_the_sensor
     assert cleanplate.noise_sigma(plate, clean) == pytest.approx(difference_noise, abs=5e-4)
 
 
+def test_when_a_noise_level_is_given_then_it_replaces_the_measured_one(scene):
+    # a faint subject, 0.06 brighter than the background it stands on, on noise-free plates:
+    # measured, it is far above the noise; told the plates carry more and more grain, the same
+    # difference sinks into it and less and less of the subject stands out
+    _, alpha, bg, _ = scene
+    faint = composite(bg + 0.06, alpha, bg)
+    inside = alpha > 0.999
+    measured = cleanplate.clean_plate_matte(faint, bg)
+    assert float(measured.alpha[inside].mean()) > 0.95
+    told = {level: cleanplate.clean_plate_matte(faint, bg, noise_level=level)
+            for level in (0.02, 0.05, 0.1)}
+    assert told[0.1].sigma == pytest.approx(0.1 * np.sqrt(2.0))  # both plates' grain
+    assert float(told[0.1].alpha[inside].mean()) < 0.7
+    covered = [float((told[level].alpha > 0.5).mean()) for level in (0.02, 0.05, 0.1)]
+    assert covered[0] > covered[1] > covered[2]
+
+
 def test_when_white_noise_is_blurred_then_its_deviation_drops_by_the_stated_factor():
     rng = np.random.default_rng(0)
     noise = rng.normal(0, 1, (400, 400)).astype(np.float32)

@@ -167,7 +167,7 @@ def test_when_knobs_are_mapped_then_params_have_the_engine_types_and_defaults():
         "downsample_target": 768, "cut_threshold": 0.0, "warmup_frames": -1}
     assert knobs.params_from_knobs("BackgroundMatte", {"register": 0}) == {
         "register": False, "max_shift": 0.25, "shadow_tolerance": 0.6, "prior_strength": 0.5,
-        "edge_softness": 1.0}
+        "edge_softness": 1.0, "noise_level": 0.0}
     with pytest.raises(knobs.KnobError, match="downsample_target.*at least 64"):
         knobs.params_from_knobs("VideoMatte", {"downsample_target": 8}, "VideoMatte1")
     with pytest.raises(knobs.KnobError, match="cut_threshold.*float"):

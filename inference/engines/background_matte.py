@@ -15,7 +15,7 @@ from mattekit.inference.engines.prior import PriorEngine
 from mattekit.inference.engines.rvm import MatteResult
 from mattekit.inference.errors import EngineError
 
-ENGINE_VERSION = "cleanplate-9"  # bump when a change alters the output (invalidates caches)
+ENGINE_VERSION = "cleanplate-10"  # bump when a change alters the output (invalidates caches)
 PRIOR_SIZE = 320  # long side the RVM prior runs at (a coarse "which regions are the subject")
 
 
@@ -25,7 +25,8 @@ class BackgroundMatteEngine(PriorEngine):
     version = ENGINE_VERSION
     prior_size = PRIOR_SIZE
     param_limits = {"max_shift": (0.0, 1.0), "shadow_tolerance": (0.0, 1.0),
-                    "prior_strength": (0.0, None), "edge_softness": (0.0, None)}
+                    "prior_strength": (0.0, None), "edge_softness": (0.0, None),
+                    "noise_level": (0.0, None)}
 
     def process(self, src: np.ndarray, inputs: Optional[Mapping[str, np.ndarray]] = None
                 ) -> MatteResult:
@@ -38,6 +39,7 @@ class BackgroundMatteEngine(PriorEngine):
             register=bool(self.params["register"]), max_shift=float(self.params["max_shift"]),
             shadow_tolerance=float(self.params["shadow_tolerance"]),
             prior_strength=float(self.params["prior_strength"]),
-            edge_softness=float(self.params["edge_softness"]))
+            edge_softness=float(self.params["edge_softness"]),
+            noise_level=float(self.params["noise_level"]))
         return MatteResult(alpha=result.alpha, foreground=result.foreground,
                            layers={"confidence.Y": result.confidence})
