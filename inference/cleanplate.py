@@ -40,10 +40,15 @@ class Registration:
     homography: np.ndarray  # 3x3, clean plate -> plate (identity when not registered)
 
 
-def _grey_8bit(rgb: np.ndarray) -> np.ndarray:
-    """A display-like 8-bit luminance copy for feature matching (linear -> ~sRGB by sqrt)."""
-    luma = rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32)
-    return (np.sqrt(np.clip(luma, 0.0, 1.0)) * 255.0 + 0.5).astype(np.uint8)
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """Rec.709 luminance (H, W) of a linear (H, W, 3) image."""
+    return rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+
+
+def luma_8bit(linear: np.ndarray) -> np.ndarray:
+    """A display-like 8-bit grey copy of a linear image (linear -> ~sRGB by sqrt), what
+    feature matching and DIS flow work on."""
+    return (np.sqrt(np.clip(luminance(linear), 0.0, 1.0)) * 255.0 + 0.5).astype(np.uint8)
 
 
 def _background_fit(plate: np.ndarray, background: np.ndarray, covered: np.ndarray) -> float:
@@ -123,8 +128,7 @@ def _already_aligned(plate: np.ndarray, clean: np.ndarray, margin: float = 4.0) 
     shows up on texture; a subject differs either way, a moved camera fits neither). The fit
     is a low (10th) percentile of the difference, so a subject covering most of the texture
     leaves it to the background still seen."""
-    grey_plate, grey_clean = (cv2.GaussianBlur(x @ np.array([0.2126, 0.7152, 0.0722],
-                                                            np.float32), (0, 0), 1.5)
+    grey_plate, grey_clean = (cv2.GaussianBlur(luminance(x), (0, 0), 1.5)
                               for x in (plate, clean))
     gradient = (np.abs(np.diff(grey_clean, axis=0, append=grey_clean[-1:]))
                 + np.abs(np.diff(grey_clean, axis=1, append=grey_clean[:, -1:])))
@@ -142,12 +146,11 @@ def _already_aligned(plate: np.ndarray, clean: np.ndarray, margin: float = 4.0) 
     return min(fit(s) for s in ((1, 0), (-1, 0), (0, 1), (0, -1))) > margin * unshifted + 1e-6
 
 
-def _fit_gains(plate: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """The exposure gains of a candidate background, so that candidates are judged on
-    alignment alone: a clean plate shot brighter or darker fits no warp, and the warp that
-    happens to fit the brightness mismatch best is noise."""
-    return exposure_gains(*(cv2.GaussianBlur(downsized(x, GAIN_SIZE), (0, 0), 2.0)
-                            for x in (plate, background)))
+def _gain_view(image: np.ndarray, smoothed: bool = True) -> np.ndarray:
+    """`image` at the size exposure gains are read at, smoothed when sensor noise must be
+    averaged down for the ratios' histogram to find its peak."""
+    small = downsized(image, GAIN_SIZE)
+    return cv2.GaussianBlur(small, (0, 0), 2.0) if smoothed else small
 
 
 def register_clean_plate(plate: np.ndarray, clean: np.ndarray, max_shift: float = 0.25
@@ -169,15 +172,18 @@ def register_clean_plate(plate: np.ndarray, clean: np.ndarray, max_shift: float 
     small_size = (small_plate.shape[1], small_plate.shape[0])
     if _already_aligned(small_plate, small_clean):
         return unregistered
-    # judged at the small size (cheap), each with its own exposure gains undone and after the
-    # same light smoothing of both: interpolation alone smooths the warped plate's sensor
-    # noise and would make any warp look like a better fit; the full-size warp only for the
-    # one kept
+    # judged at the small size (cheap), each with its own exposure gains undone (a clean plate
+    # shot brighter fits no warp, and the warp that happens to fit the mismatch best is noise)
+    # and after the same light smoothing of both: interpolation alone smooths the warped
+    # plate's sensor noise and would make any warp look like a better fit; the full-size warp
+    # only for the one kept
+    gain_plate = _gain_view(small_plate)
     fit_plate = cv2.GaussianBlur(small_plate, (0, 0), 1.5)
-    fit_clean = cv2.GaussianBlur(small_clean * _fit_gains(small_plate, small_clean), (0, 0), 1.5)
+    fit_clean = cv2.GaussianBlur(
+        small_clean * exposure_gains(gain_plate, _gain_view(small_clean)), (0, 0), 1.5)
     best_fit = _background_fit(fit_plate, fit_clean, np.ones(small_plate.shape[:2], bool))
     best: Optional[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = None
-    for small_warp in _candidate_warps(_grey_8bit(small_plate), _grey_8bit(small_clean)):
+    for small_warp in _candidate_warps(luma_8bit(small_plate), luma_8bit(small_clean)):
         warp = np.linalg.inv(to_small) @ small_warp @ to_small
         displacement = np.linalg.norm(cv2.perspectiveTransform(corners, warp)[0] - corners[0],
                                       axis=1)
@@ -186,7 +192,8 @@ def register_clean_plate(plate: np.ndarray, clean: np.ndarray, max_shift: float 
         small_background, small_covered = _warped(small_clean, small_warp, small_size)
         inside = cv2.erode(small_covered.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         fit = _background_fit(fit_plate, cv2.GaussianBlur(
-            small_background * _fit_gains(small_plate, small_background), (0, 0), 1.5), inside)
+            small_background * exposure_gains(gain_plate, _gain_view(small_background)),
+            (0, 0), 1.5), inside)
         if fit < best_fit:
             best_fit, best = fit, (warp, small_warp, small_background, small_covered)
     if best is None:
@@ -216,7 +223,7 @@ def noise_sigma(plate: np.ndarray, background: np.ndarray) -> float:
     kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
     # every other row and column: the same statistics, 4x cheaper
     response = np.abs(cv2.filter2D(diff.astype(np.float32), -1, kernel))[::2, ::2]
-    grey = background @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    grey = luminance(background)
     gradient = (np.abs(cv2.Sobel(grey, cv2.CV_32F, 1, 0))
                 + np.abs(cv2.Sobel(grey, cv2.CV_32F, 0, 1)))[::2, ::2]
     flat = gradient <= np.percentile(gradient, 25)
@@ -412,10 +419,8 @@ def clean_plate_matte(plate: np.ndarray, clean: np.ndarray, prior: Optional[np.n
     given_sigma = noise_level * np.sqrt(2.0) if noise_level > 0 else None
     sigma = given_sigma or noise_sigma(observed, expected)
     noisy = sigma > NOISY_SIGMA
-    gain_inputs = [downsized(x, GAIN_SIZE) for x in (observed, expected)]
-    if noisy:  # the ratios' histogram needs the noise averaged down to find its peak
-        gain_inputs = [cv2.GaussianBlur(x, (0, 0), 2.0) for x in gain_inputs]
-    gains = exposure_gains(*gain_inputs)
+    gains = exposure_gains(_gain_view(observed, smoothed=noisy),
+                           _gain_view(expected, smoothed=noisy))
     if np.max(np.abs(gains - 1.0)) > 0.005:
         background, expected = background * gains, expected * gains
         sigma = given_sigma or noise_sigma(observed, expected)

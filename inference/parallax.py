@@ -34,7 +34,13 @@ from typing import Mapping, Optional
 import cv2
 import numpy as np
 
-from mattekit.inference.cleanplate import downsized, propagated_colour, resized_to, smoothstep
+from mattekit.inference.cleanplate import (
+    downsized,
+    luma_8bit,
+    propagated_colour,
+    resized_to,
+    smoothstep,
+)
 from mattekit.inference.motion import backward_flow, resized_flow, warp_backward
 from mattekit.inference.tiler import tiled_or_whole
 
@@ -94,12 +100,6 @@ def trimap_from_alpha(alpha: np.ndarray, band: int) -> np.ndarray:
     trimap[foreground & ~soft] = 1.0
     trimap[background & ~soft] = 0.0
     return trimap
-
-
-def luma_8bit(linear: np.ndarray) -> np.ndarray:
-    """A display-like 8-bit grey copy of a linear image (what DIS works on)."""
-    luma = linear @ np.array([0.2126, 0.7152, 0.0722], np.float32)
-    return (np.sqrt(np.clip(luma, 0.0, 1.0)) * 255.0 + 0.5).astype(np.uint8)
 
 
 def nearest_fill(values: np.ndarray, source: np.ndarray) -> Optional[np.ndarray]:
